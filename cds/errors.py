@@ -95,3 +95,37 @@ def operation_outcome(error: BaseException) -> dict[str, Any]:
         issue = {"severity": "fatal", "code": "exception",
                  "diagnostics": "internal error; the failure was logged"}
     return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+class StoreUnavailable(CdsError):
+    """The audit store cannot record: the service fails closed."""
+
+    status = 503
+    issue_code = "transient"
+
+
+class AuthenticationError(CdsError):
+    """Missing or bad credentials. Says nothing more, on purpose."""
+
+    status = 401
+    issue_code = "login"
+
+    def __init__(self, message: str = "authentication required") -> None:
+        super().__init__(message)
+
+
+class NotFound(CdsError):
+    status = 404
+    issue_code = "not-found"
+
+
+class PreconditionFailed(CdsError):
+    """Data the evaluation needs could not be had (CDS Hooks 412)."""
+
+    status = 412
+    issue_code = "incomplete"
+
+
+class Conflict(CdsError):
+    status = 409
+    issue_code = "conflict"
