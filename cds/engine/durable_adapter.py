@@ -13,7 +13,14 @@ What this adapter guards against (docs/architecture.md, "The engine"):
 * durable swallows exceptions raised in actions into session state. Here
   actions are called by this adapter, so an exception propagates; the
   session is abandoned and deleted, and the evaluation fails naming the rule.
-* Sessions are always deleted (``delete_state``), or memory grows.
+* Sessions are always deleted (``delete_state``), or memory grows. But
+  durable 2.0.28's ``createStateNode`` leaves ``context.messages`` and
+  ``context.stateFact`` uninitialized; they are written only when an action
+  starts, and ``deleteStateNode`` frees them. Deleting a session in which
+  no rule fired freed garbage (seen: "free(): invalid pointer", SIGSEGV,
+  depending on heap layout; valgrind shows the invalid free). So every
+  stratum carries a sentinel rule that fires once per session, which makes
+  the core write, then free and clear, that context before deletion.
 """
 
 from __future__ import annotations
@@ -27,10 +34,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import durable_rules_engine as _core
 
-from cds.errors import EngineError, RuleActionError
+from cds.errors import CdsError, EngineError, RuleActionError
 
 # durable's result codes for an assert (durable/engine.py, _handle_result).
 _OK, _NOT_HANDLED, _OBSERVED = 0, 1, 2
+
+#: The sentinel rule and fact (see the module docstring).
+_SENTINEL_RULE = "session-opened"
+_SENTINEL_TYPE = "$session"
 
 _lock = threading.RLock()
 _handles: dict[str, list[int]] = {}
@@ -40,7 +51,11 @@ _sids = itertools.count(1)
 def _reset_after_fork() -> None:
     # A lock held by another thread at fork time would deadlock the child.
     global _lock
-    _lock = threading.RLock()
+    #: The sentinel rule and fact (see the module docstring).
+_SENTINEL_RULE = "session-opened"
+_SENTINEL_TYPE = "$session"
+
+_lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -72,7 +87,8 @@ class Engine:
             if key not in _handles:
                 handles = []
                 for level, stratum in enumerate(strata):
-                    definition = json.dumps(stratum["definition"])
+                    definition = json.dumps({**stratum["definition"], _SENTINEL_RULE: {
+                        "all": [{"m": {"type": _SENTINEL_TYPE}}]}})
                     handles.append(_core.create_ruleset(f"{key}-s{level}", definition))
                 _handles[key] = handles
             self._handles = _handles[key]
@@ -93,19 +109,27 @@ class Engine:
         first = [f for f in known if f["type"] in negated]
         rest = [f for f in known if f["type"] in consumed and f["type"] not in negated]
         sid = str(next(_sids))
-        state_handle = None
         try:
-            for fact in first + rest:
-                state_handle = self._assert(handle, fact, sid) or state_handle
+            state_handle = self._assert(handle, {"id": "$session", "type": _SENTINEL_TYPE}, sid)
             if state_handle is None:
-                return
+                raise EngineError("the engine did not open a session")
+            for fact in first + rest:
+                self._assert(handle, fact, sid)
             result = _core.start_action_for_state(handle, state_handle)
             while result:
                 state, message = result[0], json.loads(result[1])
                 name, matched = next(iter(message.items()))
+                if name == _SENTINEL_RULE:
+                    _core.update_state(handle, state)
+                    next_message = _core.complete_and_start_action(handle, state_handle)
+                    result = (state, next_message) if next_message else None
+                    continue
                 index = stratum["rules"][name]
                 try:
                     new_facts = list(on_match(Match(level, index, matched)))
+                except CdsError:
+                    _core.abandon_action(handle, state_handle)
+                    raise  # already says what went wrong and which rule
                 except Exception as exc:  # noqa: BLE001 - any failure names its rule
                     _core.abandon_action(handle, state_handle)
                     raise RuleActionError(self.rule_names[index], exc) from exc
