@@ -42,10 +42,11 @@ class Session:
             self._recommend(new, merged, rule, spec["action"], spec["urgency"], because,
                             {"title": spec["title"], "rationale": spec["rationale"]})
         for spec in rule.alert:
-            values = {"action": spec["action"], "topic": spec["topic"], "urgency": spec["urgency"],
+            topic = self._value(spec["topic"], matched)
+            values = {"action": spec["action"], "topic": topic, "urgency": spec["urgency"],
                       "rule": rule.id}
             values = {k: v for k, v in values.items() if v is not None}
-            self._emit(new, merged, ("alert", spec["action"], spec["topic"]), "alert", "a", values,
+            self._emit(new, merged, ("alert", spec["action"], topic), "alert", "a", values,
                        self._title(spec["action"], spec["title"]), rule, because,
                        {"title": spec["title"], "rationale": spec["rationale"]})
         if rule.supersede:

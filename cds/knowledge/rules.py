@@ -256,6 +256,9 @@ def check_rules(rules: list[Rule], *, terminology: Any, guidelines: Mapping[str,
         for index, d in enumerate(rule.derive):
             for name, value in d["with_"].items():
                 _check_ref_or_scalar(value, bound, known, f"derive[{index}].with.{name}", fail)
+        for index, item in enumerate(rule.alert):
+            if item["topic"] is not None:
+                _check_ref_or_scalar(item["topic"], bound, known, f"alert[{index}].topic", fail)
         for section, want_alert in (("recommend", False), ("alert", True)):
             for index, item in enumerate(getattr(rule, section)):
                 action = terminology.actions.get(item["action"])
