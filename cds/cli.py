@@ -20,7 +20,8 @@ from cds.errors import CdsError, InputError, RulesetError
 def _fail(error: BaseException) -> NoReturn:
     if isinstance(error, CdsError):
         click.echo(f"error: {error.diagnostics}", err=True)
-        sys.exit(2 if isinstance(error, (InputError, RulesetError)) and error.status < 500 else 1)
+        # A bad ruleset is bad input to the command that was given it.
+        sys.exit(2 if isinstance(error, (InputError, RulesetError)) else 1)
     click.echo(f"internal error: {type(error).__name__}: {error}", err=True)
     sys.exit(1)
 

@@ -388,7 +388,10 @@ def _has_code(cc: Any) -> bool:
 
 
 def _first_code(cc: Any) -> str | None:
-    return next((code for _, code in _codings(cc)), None)
+    """A status code; the system is fixed by FHIR, so a coding without it counts."""
+    if not isinstance(cc, dict) or not isinstance(cc.get("coding"), list):
+        return None
+    return next((c["code"] for c in cc["coding"] if isinstance(c, dict) and isinstance(c.get("code"), str)), None)
 
 
 def _side(fields_: dict[str, Any]) -> str:
