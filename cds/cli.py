@@ -171,5 +171,8 @@ def rules_test(samples: str | None, ruleset_path: str | None) -> None:
     sys.exit(1 if failed or unfired or not results else 0)
 
 
+main.add_command(__import__("cds.audit.cli", fromlist=["audit"]).audit)
+main.add_command(__import__("cds.audit.cli", fromlist=["db"]).db)
+
 if __name__ == "__main__":
     main()

@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
+from cds.audit.settings import AuditConfigError
+
 SQLITE_BUSY_TIMEOUT_S = 60.0
 #: execution option naming how a SQLite transaction begins
 SQLITE_BEGIN = "cds_sqlite_begin"
@@ -26,14 +28,17 @@ _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 def normalize_url(url: str | URL) -> URL:
     """``postgresql://`` means psycopg 3 here; anything but SQLite or PostgreSQL is refused."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises ArgumentError and others
+        raise AuditConfigError(f"not a database URL: {exc}") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername != "postgresql+psycopg":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"audit store supports sqlite and postgresql URLs, not {backend!r}")
+        raise AuditConfigError(f"audit store supports sqlite and postgresql URLs, not {backend!r}")
     if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ValueError("the audit store needs a SQLite file, not an in-memory database")
+        raise AuditConfigError("the audit store needs a SQLite file, not an in-memory database")
     return parsed
 
 
@@ -75,7 +80,7 @@ def _postgresql_engine(url: URL, schema: str | None, **kwargs: Any) -> Engine:
     connect_args: dict[str, Any] = {}
     if schema:
         if not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"not a plain schema name: {schema!r}")
+            raise AuditConfigError(f"not a plain schema name: {schema!r}")
         connect_args["options"] = f"-csearch_path={schema}"
     kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
