@@ -58,10 +58,7 @@ class AuditStore:
     def open(cls, url: str, *, schema: str | None = None, store_input: str = "facts", migrate: bool = True,
              **engine_kwargs: Any) -> AuditStore:
         """Connect, migrate (or check the schema is current), and return the store."""
-        try:
-            engine = make_engine(url, schema=schema, **engine_kwargs)
-        except ValueError as exc:
-            raise AuditConfigError(f"CDS_DATABASE_URL: {exc}") from None
+        engine = make_engine(url, schema=schema, **engine_kwargs)
         try:
             if migrate:
                 upgrade(engine)
@@ -74,6 +71,9 @@ class AuditStore:
             engine.dispose()
             log.error("audit_store_unreachable", backend=engine.dialect.name, error=_brief(exc))
             raise StoreUnavailable(f"audit store unreachable: {_brief(exc)}") from exc
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(engine, store_input=store_input)
 
     @classmethod
