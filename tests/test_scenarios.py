@@ -30,8 +30,8 @@ def test_there_are_enough_scenarios():
 
 @pytest.mark.parametrize("pair", SCENARIOS, ids=[b.stem for b, _ in SCENARIOS])
 def test_scenario(bundled, pair):
-    result = run_scenario(bundled, *pair)
-    assert result.passed, f"{result.title}: {result.problems}"
+    problems = run_scenario(bundled, *pair).problems
+    assert problems == []
 
 
 def test_every_rule_is_fired_by_some_scenario(bundled):
