@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from cds.audit.settings import AuditConfigError
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+PG_CONNECT_TIMEOUT_S = 5
 #: execution option naming how a SQLite transaction begins
 SQLITE_BEGIN = "cds_sqlite_begin"
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -53,8 +54,8 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
     if url.database:
         directory = os.path.dirname(os.path.abspath(url.database))
         os.makedirs(directory, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
-                           **kwargs)
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False, **kwargs.pop("connect_args", {})}
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -77,7 +78,8 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
 
 
 def _postgresql_engine(url: URL, schema: str | None, **kwargs: Any) -> Engine:
-    connect_args: dict[str, Any] = {}
+    # A database that does not answer fails the call in seconds (503), not minutes.
+    connect_args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **kwargs.pop("connect_args", {})}
     if schema:
         if not _SCHEMA_NAME.match(schema):
             raise AuditConfigError(f"not a plain schema name: {schema!r}")

@@ -69,7 +69,7 @@ def feedback_content(feedback: FeedbackRecord, *, record_id: str, seq: int, reco
 
 
 def card_rules(card: dict[str, Any], content: dict[str, Any]) -> list[str]:
-    """The rules a card stands for: named on the card, else via its items, else all that emitted."""
+    """The rules a card stands for: named on the card, else via its items or actions, else all that emitted."""
     items = [*content.get("recommendations", []), *content.get("alerts", [])]
     explicit = card.get("rules") or ([card["rule"]] if card.get("rule") else None)
     if explicit:
@@ -79,6 +79,10 @@ def card_rules(card: dict[str, Any], content: dict[str, Any]) -> list[str]:
     if ids:
         by_id = {item.get("id"): item.get("rule") for item in items}
         return sorted({str(by_id[i]) for i in ids if by_id.get(i)})
+    if card.get("actions"):
+        # The service's cards name the action they propose (their topic).
+        actions = set(card["actions"])
+        return sorted({str(item["rule"]) for item in items if item.get("action") in actions and item.get("rule")})
     return sorted({str(item["rule"]) for item in items if item.get("rule")})
 
 

@@ -88,6 +88,14 @@ class AuditStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> bool:
+        """Readiness: the store answers (used by /readyz)."""
+        try:
+            self.head()
+        except StoreUnavailable:
+            return False
+        return True
+
     # -- writing --------------------------------------------------------------
 
     def record_evaluation(self, record: EvaluationRecord, raw_input: Any = None) -> str:
