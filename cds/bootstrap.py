@@ -175,16 +175,19 @@ def make_evaluator(config: Config) -> Evaluator:
 def make_audit(config: Config) -> AuditSink:
     """The audit sink: an injected one, the SQL store when configured, else memory.
 
-    The SQL store (cds.audit, built separately) plugs in here, keyed on
-    CDS_DATABASE_URL; until it is wired in, a configured URL is reported,
-    not silently ignored.
+    The SQL store (cds.audit: SQLite or PostgreSQL, hash-chained, docs/audit.md)
+    is used when CDS_DATABASE_URL is set.
     """
     if "AUDIT" in config.extras:
         return config.extras["AUDIT"]  # type: ignore[no-any-return]
     if config.database_url:
-        # The SQL store (cds/audit) replaces this branch when it lands.
-        warnings.warn("CDS_DATABASE_URL is set but no SQL audit store is wired in yet; "
-                      "auditing to process memory only", RuntimeWarning, stacklevel=2)
+        import os
+
+        from cds.audit import AuditSettings, AuditStore
+
+        # CDS_AUDIT_* (docs/audit.md) come from the process environment; the URL from config.
+        settings = AuditSettings.from_env({**os.environ, "CDS_DATABASE_URL": config.database_url})
+        return AuditStore.from_settings(settings)  # migrates on start unless CDS_AUDIT_MIGRATE=0
     return MemoryAudit()
 
 
