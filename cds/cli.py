@@ -173,6 +173,7 @@ def rules_test(samples: str | None, ruleset_path: str | None) -> None:
 
 main.add_command(__import__("cds.audit.cli", fromlist=["audit"]).audit)
 main.add_command(__import__("cds.audit.cli", fromlist=["db"]).db)
+main.add_command(__import__("cds.api.cli", fromlist=["serve"]).serve)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,399 @@
+"""JSON Schemas (2020-12) of every request and response body.
+
+One definition serves three uses: requests are validated against it
+(:func:`validate`), ``/openapi.json`` is generated from it, and the tests
+check every response against it. Request schemas check the envelope (what
+CDS Hooks and this service require); the FHIR resources inside are checked
+field by field by the FHIR layer (cds.fhir), which names entry and field.
+No Flask here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from cds.errors import InputError
+
+FHIR_ID = r"^[A-Za-z0-9\-.]{1,64}$"
+#: "Type/id" as CDS Hooks uses for userId and selections.
+TYPED_REFERENCE = r"^[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}$"
+HOOKS = ("patient-view", "order-select", "order-sign")
+
+CODING: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "system": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "code": {"type": "string", "minLength": 1, "maxLength": 256},
+        "display": {"type": "string", "minLength": 1, "maxLength": 1024},
+    },
+    "required": ["code"],
+}
+
+FHIR_RESOURCE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"resourceType": {"type": "string", "pattern": "^[A-Z][A-Za-z]{1,63}$"}},
+    "required": ["resourceType"],
+}
+
+BUNDLE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "resourceType": {"const": "Bundle"},
+        "type": {"type": "string"},
+        "entry": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"fullUrl": {"type": "string"}, "resource": FHIR_RESOURCE},
+        }},
+    },
+    "required": ["resourceType"],
+}
+
+OPERATION_OUTCOME: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "resourceType": {"const": "OperationOutcome"},
+        "issue": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "properties": {
+                "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                "code": {"type": "string", "minLength": 1},
+                "diagnostics": {"type": "string", "minLength": 1},
+                "expression": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["severity", "code", "diagnostics"],
+        }},
+    },
+    "required": ["resourceType", "issue"],
+}
+
+FHIR_AUTHORIZATION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "access_token": {"type": "string", "minLength": 1, "maxLength": 8192},
+        "token_type": {"const": "Bearer"},
+        "expires_in": {"type": "integer", "minimum": 0},
+        "scope": {"type": "string", "minLength": 1},
+        "subject": {"type": "string", "minLength": 1},
+        "patient": {"type": "string", "pattern": FHIR_ID},
+    },
+    "required": ["access_token", "token_type", "expires_in", "scope", "subject"],
+}
+
+_BASE_CONTEXT: dict[str, Any] = {
+    "userId": {"type": "string", "pattern": TYPED_REFERENCE},
+    "patientId": {"type": "string", "pattern": FHIR_ID},
+    "encounterId": {"type": "string", "pattern": FHIR_ID},
+}
+
+CONTEXTS: dict[str, dict[str, Any]] = {
+    "patient-view": {
+        "type": "object",
+        "properties": dict(_BASE_CONTEXT),
+        "required": ["userId", "patientId"],
+    },
+    "order-select": {
+        "type": "object",
+        "properties": {**_BASE_CONTEXT,
+                       "selections": {"type": "array", "minItems": 1,
+                                      "items": {"type": "string", "pattern": TYPED_REFERENCE}},
+                       "draftOrders": BUNDLE},
+        "required": ["userId", "patientId", "selections", "draftOrders"],
+    },
+    "order-sign": {
+        "type": "object",
+        "properties": {**_BASE_CONTEXT, "draftOrders": BUNDLE},
+        "required": ["userId", "patientId", "draftOrders"],
+    },
+}
+
+
+def hook_request(hook: str) -> dict[str, Any]:
+    """The CDS Hooks 2.0 request body for one hook."""
+    return {
+        "type": "object",
+        "properties": {
+            "hook": {"const": hook},
+            "hookInstance": {"type": "string", "minLength": 1, "maxLength": 128},
+            "fhirServer": {"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": 2048},
+            "fhirAuthorization": FHIR_AUTHORIZATION,
+            "context": CONTEXTS[hook],
+            "prefetch": {"type": "object", "additionalProperties": {
+                "anyOf": [{"type": "null"}, FHIR_RESOURCE]}},
+            "extension": {"type": "object"},
+        },
+        "required": ["hook", "hookInstance", "context"],
+        "additionalProperties": False,
+        "dependentRequired": {"fhirAuthorization": ["fhirServer"]},
+    }
+
+
+LINK: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "minLength": 1},
+        "url": {"type": "string", "minLength": 1},
+        "type": {"enum": ["absolute", "smart"]},
+        "appContext": {"type": "string", "minLength": 1},
+    },
+    "required": ["label", "url", "type"],
+    "additionalProperties": False,
+}
+
+ACTION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"enum": ["create", "update", "delete"]},
+        "description": {"type": "string", "minLength": 1},
+        "resource": {**FHIR_RESOURCE, "required": ["resourceType", "id"]},
+        "resourceId": {"type": "string", "pattern": TYPED_REFERENCE},
+    },
+    "required": ["type", "description"],
+    "additionalProperties": False,
+    "allOf": [
+        {"if": {"properties": {"type": {"const": "create"}}}, "then": {"required": ["resource"]}},
+        {"if": {"properties": {"type": {"const": "delete"}}}, "then": {"required": ["resourceId"]}},
+    ],
+}
+
+SUGGESTION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "minLength": 1},
+        "uuid": {"type": "string", "format": "uuid"},
+        "isRecommended": {"type": "boolean"},
+        "actions": {"type": "array", "minItems": 1, "items": ACTION},
+    },
+    "required": ["label", "uuid", "actions"],
+    "additionalProperties": False,
+}
+
+CARD: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "uuid": {"type": "string", "format": "uuid"},
+        "summary": {"type": "string", "minLength": 1, "maxLength": 140},
+        "detail": {"type": "string", "minLength": 1},
+        "indicator": {"enum": ["info", "warning", "critical"]},
+        "source": {
+            "type": "object",
+            "properties": {
+                "label": {"type": "string", "minLength": 1},
+                "url": {"type": "string", "minLength": 1},
+                "icon": {"type": "string", "minLength": 1},
+                "topic": {**CODING, "required": ["system", "code", "display"]},
+            },
+            "required": ["label"],
+            "additionalProperties": False,
+        },
+        "suggestions": {"type": "array", "minItems": 1, "items": SUGGESTION},
+        "selectionBehavior": {"enum": ["at-most-one", "any"]},
+        "overrideReasons": {"type": "array", "minItems": 1,
+                            "items": {**CODING, "required": ["system", "code", "display"]}},
+        "links": {"type": "array", "minItems": 1, "items": LINK},
+    },
+    "required": ["uuid", "summary", "indicator", "source", "detail"],
+    "additionalProperties": False,
+    "dependentRequired": {"suggestions": ["selectionBehavior"]},
+}
+
+CARDS_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"cards": {"type": "array", "items": CARD}},
+    "required": ["cards"],
+    "additionalProperties": False,
+}
+
+DISCOVERY: dict[str, Any] = {
+    "type": "object",
+    "properties": {"services": {"type": "array", "items": {
+        "type": "object",
+        "properties": {
+            "hook": {"enum": list(HOOKS)},
+            "title": {"type": "string", "minLength": 1},
+            "description": {"type": "string", "minLength": 1},
+            "id": {"type": "string", "pattern": "^[a-z0-9-]+$"},
+            "prefetch": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+            "usageRequirements": {"type": "string", "minLength": 1},
+        },
+        "required": ["hook", "description", "id"],
+        "additionalProperties": False,
+    }}},
+    "required": ["services"],
+}
+
+FEEDBACK_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "properties": {"feedback": {"type": "array", "minItems": 1, "maxItems": 100, "items": {
+        "type": "object",
+        "properties": {
+            "card": {"type": "string", "minLength": 1, "maxLength": 128},
+            "outcome": {"enum": ["accepted", "overridden"]},
+            "acceptedSuggestions": {"type": "array", "minItems": 1, "maxItems": 100, "items": {
+                "type": "object",
+                "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 128}},
+                "required": ["id"],
+            }},
+            "overrideReason": {
+                "type": "object",
+                "properties": {"reason": CODING,
+                               "userComment": {"type": "string", "maxLength": 4000}},
+            },
+            "outcomeTimestamp": {"type": "string", "format": "date-time",
+                                 "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"},
+        },
+        "required": ["card", "outcome", "outcomeTimestamp"],
+        "allOf": [
+            {"if": {"properties": {"outcome": {"const": "accepted"}}},
+             "then": {"required": ["acceptedSuggestions"], "not": {"required": ["overrideReason"]}}},
+            {"if": {"properties": {"outcome": {"const": "overridden"}}},
+             "then": {"not": {"required": ["acceptedSuggestions"]}}},
+        ],
+    }}},
+    "required": ["feedback"],
+    "additionalProperties": False,
+}
+
+FEEDBACK_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"recorded": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"card": {"type": "string"}, "id": {"type": "string"}},
+        "required": ["card", "id"],
+    }}},
+    "required": ["recorded"],
+}
+
+#: One node of the derivation tree; deeper levels have the same shape
+#: (left open here so the schema needs no recursive reference).
+_BECAUSE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"fact": {"type": "string"}, "type": {"type": "string"}, "label": {"type": "string"},
+                   "resource": {"type": "string"}, "rule": {"type": ["string", "null"]},
+                   "because": {"type": "array", "items": {"type": "object"}}},
+    "required": ["fact", "type", "label"],
+}
+
+_GUIDELINE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"key": {"type": "string"}, "label": {"type": "string"}, "url": {"type": "string"}},
+    "required": ["label", "url"],
+}
+
+_ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"}, "action": {"type": "string"}, "category": {"type": "string"},
+        "urgency": {"enum": ["emergency", "urgent", "routine", "self-care"]},
+        "title": {"type": "string"}, "rationale": {"type": "string"}, "rule": {"type": "string"},
+        "guideline": _GUIDELINE, "guidelines": {"type": "array", "items": _GUIDELINE},
+        "evidence": {"type": "array", "items": {"type": "string"}},
+        "because": {"type": "array", "items": _BECAUSE},
+        "codes": {"type": "array", "items": CODING},
+    },
+    "required": ["id", "action", "category", "urgency", "title", "rationale", "rule", "guideline",
+                 "evidence", "because"],
+}
+
+EVALUATION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "patient": {"type": ["string", "null"]},
+        "asOf": {"type": "string", "format": "date"},
+        "triage": {"enum": ["emergency", "urgent", "routine", "self-care", "none"]},
+        "recommendations": {"type": "array", "items": _ITEM},
+        "alerts": {"type": "array", "items": _ITEM},
+        "ruleset": {"type": "object", "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"}, "sha256": {"type": "string"}},
+            "required": ["name", "version", "sha256"]},
+        "firings": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["patient", "asOf", "triage", "recommendations", "alerts", "ruleset", "firings"],
+}
+
+GUIDANCE_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "resourceType": {"const": "GuidanceResponse"},
+        "id": {"type": "string"},
+        "moduleUri": {"type": "string", "minLength": 1},
+        "status": {"enum": ["success", "data-requested", "data-required", "in-progress", "failure",
+                            "entered-in-error"]},
+        "contained": {"type": "array", "items": FHIR_RESOURCE},
+        "result": {"type": "object", "properties": {"reference": {"type": "string"}}},
+    },
+    "required": ["resourceType", "moduleUri", "status"],
+}
+
+RULESETS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"rulesets": {"type": "array", "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"}, "sha256": {"type": "string"},
+            "title": {"type": "string"},
+            "modules": {"type": "object"},
+            "rules": {"type": "array", "items": {
+                "type": "object",
+                "properties": {"id": {"type": "string"}, "module": {"type": "string"},
+                               "title": {"type": "string"}},
+                "required": ["id", "module", "title"]}},
+        },
+        "required": ["name", "version", "sha256", "rules"],
+    }}},
+    "required": ["rulesets"],
+}
+
+STATUS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"status": {"type": "string"}, "checks": {"type": "object"}},
+    "required": ["status"],
+}
+
+
+_validators: dict[int, Draft202012Validator] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    key = id(schema)
+    validator = _validators.get(key)
+    if validator is None:
+        validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        _validators[key] = validator
+    return validator
+
+
+def where(path: Iterable[Any]) -> str:
+    """A JSON path in the style the FHIR layer uses: ``context.draftOrders.entry[0]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def validate(schema: dict[str, Any], data: Any) -> None:
+    """Raise InputError naming the offending place when ``data`` breaks ``schema``."""
+    error = best_match(_validator(schema).iter_errors(data))
+    if error is None:
+        return
+    raise InputError(_message(error), where=where(error.absolute_path))
+
+
+def _message(error: ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        return "unexpected field(s): " + error.message.split("(", 1)[-1].rstrip(")")[:200]
+    if error.validator in ("pattern", "format", "const", "enum", "type", "maxLength", "minLength"):
+        shown = repr(error.instance)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        rule = {"pattern": f"does not match {error.validator_value}",
+                "format": f"is not a valid {error.validator_value}",
+                "const": f"must be {error.validator_value!r}",
+                "enum": "must be one of " + ", ".join(map(repr, error.validator_value)),
+                "type": f"must be of type {error.validator_value}",
+                "maxLength": f"is longer than {error.validator_value} characters",
+                "minLength": "must not be empty"}[str(error.validator)]
+        return f"{shown} {rule}"
+    return error.message[:300]
