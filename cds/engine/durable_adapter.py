@@ -103,18 +103,15 @@ class Engine:
 
     def _run_stratum(self, level: int, stratum: Mapping[str, Any], handle: int,
                      known: list[Mapping[str, Any]], on_match: OnMatch) -> None:
-        consumed, negated = stratum["consumed"], stratum["negated"]
-        # Absences are decided when a match forms, so what a rule tests for
-        # absence must be in the session before anything else.
-        first = [f for f in known if f["type"] in negated]
-        rest = [f for f in known if f["type"] in consumed and f["type"] not in negated]
+        consumed = stratum["consumed"]
         sid = str(next(_sids))
         try:
             state_handle = self._assert(handle, {"id": "$session", "type": _SENTINEL_TYPE}, sid)
             if state_handle is None:
                 raise EngineError("the engine did not open a session")
-            for fact in first + rest:
-                self._assert(handle, fact, sid)
+            for fact in known:
+                if fact["type"] in consumed:
+                    self._assert(handle, fact, sid)
             result = _core.start_action_for_state(handle, state_handle)
             while result:
                 state, message = result[0], json.loads(result[1])

@@ -14,6 +14,7 @@ from cds.domain.facts import Fact, urgency_rank
 from cds.engine import Match
 from cds.errors import SafetyViolation
 from cds.knowledge import Ruleset
+from cds.knowledge.matching import verify
 from cds.knowledge.rules import REF, Rule
 
 
@@ -25,9 +26,17 @@ class Session:
         self.superseded: dict[str, str] = {}
         self._by_content: dict[tuple[Any, ...], str] = {}
         self._counters: dict[str, int] = {}
+        self._views: dict[str, list[dict[str, Any]]] = {}
+        for fact in self.facts.values():
+            self._views.setdefault(fact.type, []).append(fact.engine_view())
+        #: engine matches that failed verification (see cds.knowledge.matching)
+        self.rejected = 0
 
     def on_match(self, match: Match) -> list[dict[str, Any]]:
         rule = self.ruleset.rules[match.rule_index]
+        if not verify(rule.patterns, match.facts, lambda t: self._views.get(t, ())):
+            self.rejected += 1
+            return []
         matched = {alias: self.facts[fact["id"]] for alias, fact in match.facts.items()}
         because = tuple(f.id for f in matched.values())
         new: list[Fact] = []
@@ -98,6 +107,7 @@ class Session:
                     because=because, meta={**meta})
         self._by_content[key] = fact.id
         self.facts[fact.id] = fact
+        self._views.setdefault(fact_type, []).append(fact.engine_view())
         new.append(fact)
 
     def _title(self, action: str, override: str | None) -> str:

@@ -1,13 +1,15 @@
 """Stratify rules and compile them to durable-rules' JSON rule language.
 
-Why strata: durable-rules evaluates an absence (``none``) when a match is
-first formed and never withdraws it, so a rule "sciatica and no red flag"
-fires even if the red flag is derived a moment later, and even if it is
-asserted later in the same batch (see docs/architecture.md). So every rule
-that tests the absence of a fact type runs in a later stratum than every
-rule that can produce that type; each stratum is its own durable ruleset
-and session, and facts of the types it tests for absence are asserted
-before all others.
+Why strata: an absence ("no red flag") can only be judged once every fact
+that could contradict it exists. So every rule that tests the absence of a
+fact type runs in a later stratum than every rule that can produce that
+type; each stratum is its own durable ruleset and session.
+
+Absences are not compiled to durable at all: durable decides a ``none``
+when a match first forms and never revisits it, even if the blocking fact
+arrives before any action runs. They are checked in Python when the rule
+fires (cds.knowledge.matching), against facts the strata guarantee are
+complete. Durable does the positive matching; every match is re-verified.
 """
 
 from __future__ import annotations
@@ -86,8 +88,9 @@ def compile_strata(rules: list[Rule], strata: list[int]) -> list[dict[str, Any]]
     """Per stratum: durable definitions keyed ``r<index>``, and what to assert.
 
     Each item: ``definition`` (durable JSON, without actions), ``rules``
-    (rule index per durable name), ``negated`` (types to assert first) and
-    ``consumed`` (every type its rules match; others are not asserted).
+    (rule index per durable name), ``negated`` (types its rules test for
+    absence) and ``consumed`` (every type its rules match positively;
+    others are not asserted).
     """
     out: list[dict[str, Any]] = []
     for level in range(max(strata, default=-1) + 1):
@@ -103,10 +106,10 @@ def compile_strata(rules: list[Rule], strata: list[int]) -> list[dict[str, Any]]
         for index in members:
             rule = rules[index]
             name = f"r{index}"
-            definition[name] = {"all": [compile_pattern(p) for p in rule.patterns]}
+            definition[name] = {"all": [compile_pattern(p) for p in rule.patterns if not p.negated]}
             names[name] = index
             negated |= rule.consumes(negated=True)
-            consumed |= rule.consumes(negated=True) | rule.consumes(negated=False)
+            consumed |= rule.consumes(negated=False)
         out.append({"definition": definition, "rules": names, "negated": frozenset(negated),
                     "consumed": frozenset(consumed)})
     return out

@@ -235,6 +235,8 @@ def check_rules(rules: list[Rule], *, terminology: Any, guidelines: Mapping[str,
         for key in rule.guideline:
             if key not in guidelines:
                 fail(f"unknown guideline key {key!r}", "guideline")
+        if all(p.negated for p in rule.patterns):
+            fail("a rule needs at least one fact pattern besides absences", "when")
         bound: dict[str, str] = {}
         for index, pattern in enumerate(rule.patterns):
             where = f"when[{index}]"
