@@ -7,7 +7,7 @@ Public surface: :class:`AuditStore` (an AuditSink), :func:`open_store`
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from cds.audit.chain import VerifyReport
 from cds.audit.settings import AuditSettings

@@ -5,8 +5,9 @@ inserted out of order. Pure; the store feeds it rows in seq order.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from cds.audit.canonical import GENESIS, chain_hash
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable, NoReturn
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, NoReturn
 
 import click
 
@@ -55,7 +56,7 @@ def _day(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
+        return datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=name) from None
 
@@ -195,7 +196,7 @@ def retention(database: str | None, schema: str | None, input_days: int | None, 
     store = _run(lambda: _open(database, schema))
     try:
         if input_days is not None:
-            before = datetime.now(timezone.utc) - timedelta(days=input_days)
+            before = datetime.now(UTC) - timedelta(days=input_days)
             count = _run(lambda: store.purge_inputs(before))
             click.echo(f"purged the stored input of {count} evaluations received before {before:%Y-%m-%d %H:%M}Z")
         if cutoff is not None:

@@ -8,7 +8,8 @@ still be replayed.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cds.domain.facts import Fact
 

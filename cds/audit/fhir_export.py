@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Iterable, Iterator, TextIO
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 SERVICE_DEVICE = {"identifier": {"system": "http://spine-cds.local/fhir/NamingSystem/service",
                                  "value": "cds-back-neuropathy"},
@@ -130,7 +131,8 @@ def provenances(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     for kind, items in (("recommendation", evaluation.get("recommendations", [])),
                         ("alert", evaluation.get("alerts", []))):
         for item in items:
-            proposed = "DetectedIssue" if kind == "alert" else _PROPOSED_TYPE.get(item.get("category"), "ServiceRequest")
+            proposed = ("DetectedIssue" if kind == "alert"
+                        else _PROPOSED_TYPE.get(item.get("category"), "ServiceRequest"))
             entities: list[dict[str, Any]] = [{"role": "source", "what": _reference(ref)}
                                               for ref in item.get("evidence", [])]
             entities.append({"role": "derivation", "what": {
@@ -159,7 +161,7 @@ def provenances(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def export_ndjson(evaluations: Iterable[dict[str, Any]], out: TextIO) -> tuple[int, int]:
+def export_ndjson(evaluations: Iterable[dict[str, Any]], out: IO[str]) -> tuple[int, int]:
     """Write AuditEvents and Provenances as NDJSON; return how many of each."""
     events = provs = 0
     for resource in resources(evaluations):

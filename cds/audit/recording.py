@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, date, datetime
+from typing import Any
 
 from cds.audit.facts_codec import facts_to_dicts
 from cds.errors import CdsError, StoreUnavailable
@@ -44,7 +45,7 @@ def evaluate_and_record(evaluator: Any, sink: AuditSink, body: bytes, as_of: dat
                         make_cards: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
                         received_at: datetime | None = None) -> AuditedResult:
     """Parse, evaluate, build cards, commit the audit record, then return the answer."""
-    received_at = received_at or datetime.now(timezone.utc)
+    received_at = received_at or datetime.now(UTC)
     started = time.perf_counter()
     digest = hashlib.sha256(body).hexdigest()
     patient: str | None = None
@@ -82,14 +83,13 @@ def _record_failure(evaluator: Any, sink: AuditSink, body: bytes, as_of: date, c
 def _commit(sink: AuditSink, record: EvaluationRecord, body: bytes) -> str:
     try:
         # AuditStore keeps the raw body when configured to; other sinks take the record alone.
-        return sink.record_evaluation(record, body) if _takes_raw(sink) else sink.record_evaluation(record)
+        from cds.audit.store import AuditStore
+
+        if isinstance(sink, AuditStore):
+            return sink.record_evaluation(record, body)
+        return sink.record_evaluation(record)
     except CdsError:
         raise
     except Exception as exc:  # noqa: BLE001 - any sink failure must fail closed
         raise StoreUnavailable("the audit record could not be written, so the result is not released") from exc
 
-
-def _takes_raw(sink: AuditSink) -> bool:
-    from cds.audit.store import AuditStore
-
-    return isinstance(sink, AuditStore)

@@ -7,7 +7,7 @@ disagrees with the chained content is found.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cds.audit.canonical import canonical_json, sha256_hex
@@ -17,8 +17,8 @@ from cds.evaluation.ports import EvaluationRecord, FeedbackRecord
 def iso(moment: datetime) -> str:
     """UTC ISO 8601 with microseconds and a Z; naive datetimes are taken as UTC."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(text: str) -> datetime:

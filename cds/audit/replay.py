@@ -12,9 +12,10 @@ adds and removes, which change urgency, and whether triage changes.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Iterable
+from typing import Any
 
 from cds.audit.facts_codec import facts_from_dicts
 from cds.errors import CdsError

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, Engine, Table, and_, delete, exists, func, insert, select, update
@@ -24,8 +25,19 @@ from cds.audit.canonical import canonical_json, chain_hash, sha256_hex
 from cds.audit.chain import ChainRow, ChainWalker, VerifyReport
 from cds.audit.database import SQLITE_BEGIN, make_engine
 from cds.audit.migrate import current_revision, head_revision, upgrade
-from cds.audit.models import (MAIN_CHAIN, Action, AuditRecord, Base, Card, CardRule, ChainHead, Evaluation,
-                              Feedback, Firing, StoredInput)
+from cds.audit.models import (
+    MAIN_CHAIN,
+    Action,
+    AuditRecord,
+    Base,
+    Card,
+    CardRule,
+    ChainHead,
+    Evaluation,
+    Feedback,
+    Firing,
+    StoredInput,
+)
 from cds.audit.records import evaluation_content, feedback_content, index_rows, iso, parse_iso, raw_text
 from cds.audit.settings import STORE_INPUT_MODES, AuditConfigError, AuditSettings
 from cds.errors import CdsError, NotFound, StoreUnavailable
@@ -142,7 +154,7 @@ class AuditStore:
                 head = conn.execute(select(ChainHead.seq, ChainHead.hash).where(ChainHead.chain == self.chain)
                                     .with_for_update()).one()
                 seq = head.seq + 1
-                recorded_at = datetime.now(timezone.utc)
+                recorded_at = datetime.now(UTC)
                 content = build(conn, seq, recorded_at)
                 text = canonical_json(content)
                 digest = chain_hash(head.hash, text)
@@ -191,7 +203,8 @@ class AuditStore:
                 raise NotFound(f"no evaluation {evaluation_id[:64]}")
             trace = json.loads(row.content)
             trace["chain"] = {"seq": row.seq, "hash": row.hash, "prevHash": row.prev_hash}
-            stored = conn.execute(select(StoredInput.__table__).where(StoredInput.evaluation_id == evaluation_id)).first()
+            stored = conn.execute(select(StoredInput.__table__)
+                                  .where(StoredInput.evaluation_id == evaluation_id)).first()
             if stored is not None:
                 trace["input"]["facts"] = json.loads(stored.facts) if stored.facts else None
                 if include_raw and stored.raw is not None:
@@ -199,9 +212,11 @@ class AuditStore:
                 if stored.purged_at is not None:
                     trace["input"]["purgedAt"] = iso(stored.purged_at)
             cards = [c["uuid"] for c in trace.get("cards", []) if c.get("uuid")]
-            feedback = conn.execute(select(AuditRecord.content).join(Feedback, Feedback.seq == AuditRecord.seq)
-                                    .where(Feedback.card.in_(cards)).order_by(AuditRecord.seq)).scalars() \
-                if cards else []
+            feedback: list[str] = []
+            if cards:
+                feedback = list(conn.execute(select(AuditRecord.content)
+                                             .join(Feedback, Feedback.seq == AuditRecord.seq)
+                                             .where(Feedback.card.in_(cards)).order_by(AuditRecord.seq)).scalars())
             trace["feedback"] = [json.loads(f) for f in feedback]
             return trace
         result: dict[str, Any] = self._read(work)

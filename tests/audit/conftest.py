@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -123,6 +124,6 @@ def record_bundle(store: AuditStore, evaluator: Evaluator) -> Callable[..., Any]
 
     def record(bundle: dict[str, Any], caller: Caller | None = None, *, as_of: date = AS_OF) -> Any:
         body = json.dumps(bundle).encode()
-        return evaluate_and_record(evaluator, store, body, as_of, caller or Caller(client="ehr-1", user="Practitioner/7"),
-                                   make_cards=cards_for)
+        caller = caller or Caller(client="ehr-1", user="Practitioner/7")
+        return evaluate_and_record(evaluator, store, body, as_of, caller, make_cards=cards_for)
     return record

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -164,12 +164,12 @@ def test_altered_stored_input_is_named(chain: AuditStore) -> None:
 
 
 def test_retention_keeps_the_chain_valid(chain: AuditStore, record_bundle) -> None:
-    purged = chain.purge_inputs(datetime.now(timezone.utc) + timedelta(seconds=1))
+    purged = chain.purge_inputs(datetime.now(UTC) + timedelta(seconds=1))
     assert purged == 4
     assert chain.verify().ok
     assert chain.get_evaluation(record(chain, 1).record_id)["input"]["facts"] is None
     record_bundle(sciatica("later"))
-    pruned = chain.prune(datetime.now(timezone.utc) + timedelta(seconds=1))
+    pruned = chain.prune(datetime.now(UTC) + timedelta(seconds=1))
     assert pruned == 6
     report = chain.verify()
     assert report.ok and report.first_seq == 7 and report.notes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from cds.errors import InputError, NotFound
 from cds.evaluation.ports import FeedbackRecord
 from tests.audit.bundles import cauda_equina, sciatica
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def test_an_evaluation_is_recorded_whole(store: AuditStore, record_bundle) -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cds.audit import AuditStore
 from cds.evaluation.ports import EvaluationRecord, FeedbackRecord
@@ -23,7 +23,7 @@ from cds.evaluation.ports import EvaluationRecord, FeedbackRecord
 def synthetic_record(n: int) -> EvaluationRecord:
     rule = f"test/rule-{n % 5}"
     return EvaluationRecord(
-        received_at=datetime.now(timezone.utc), channel="batch", client=f"writer-{os.getpid()}", jti=None,
+        received_at=datetime.now(UTC), channel="batch", client=f"writer-{os.getpid()}", jti=None,
         user=None, hook=None, hook_instance=str(uuid.uuid4()), patient=f"Patient/w{os.getpid()}-{n}",
         input_sha256="0" * 64,
         facts=[{"id": f"Observation/{n}", "type": "finding", "fields": {"concept": "numbness", "status": "present"},
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
                 rid = store.record_evaluation(record)
                 if feedback and i % 3 == 0:
                     store.record_feedback(FeedbackRecord(card=record.cards[0]["uuid"], outcome="accepted",
-                                                         outcome_at=datetime.now(timezone.utc)))
+                                                         outcome_at=datetime.now(UTC)))
                 with lock:
                     ids.append(rid)
         except BaseException as exc:  # noqa: BLE001 - reported below, the test fails on it
