@@ -206,6 +206,39 @@ def retention(database: str | None, schema: str | None, input_days: int | None, 
         store.close()
 
 
+@audit.command("evaluate")
+@_database
+@_schema
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--as-of", "as_of", help="Evaluation date YYYY-MM-DD (default: today).")
+@click.option("--ruleset", "ruleset_path", type=click.Path(file_okay=False), default=None,
+              help="Ruleset directory (default: $CDS_RULESET or the bundled one).")
+@click.option("--user", default=None, help="Who asks (recorded as the user), e.g. Practitioner/123.")
+def evaluate_recorded(database: str | None, schema: str | None, source: str, as_of: str | None,
+                      ruleset_path: str | None, user: str | None) -> None:
+    """Evaluate a Bundle like `cds evaluate`, recording it in the trail first (channel cli)."""
+    import getpass
+
+    from cds.audit.recording import Caller, evaluate_and_record
+    from cds.cli import _read_source
+    from cds.evaluation import Evaluator
+    from cds.fhir import MAX_BODY_BYTES
+    from cds.knowledge import load_ruleset
+
+    day = _day(as_of, "--as-of") if as_of else None
+    when = day.date() if day else date.today()
+    evaluator = _run(lambda: Evaluator(load_ruleset(ruleset_path)))
+    body = _run(lambda: _read_source(source, MAX_BODY_BYTES))
+    store = _run(lambda: _open(database, schema, migrate=True))
+    try:
+        caller = Caller(channel="cli", client=f"cli:{getpass.getuser()}", user=user)
+        result = _run(lambda: evaluate_and_record(evaluator, store, body, when, caller))
+    finally:
+        store.close()
+    click.echo(json.dumps(result.evaluation, indent=2))
+    click.echo(f"recorded as {result.record_id}", err=True)
+
+
 @audit.command("token")
 @click.option("--name", required=True, help="Who the token is for (written beside its hash).")
 def token(name: str) -> None:

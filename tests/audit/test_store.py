@@ -122,3 +122,26 @@ def test_what_input_is_kept_is_configurable(make_store, evaluator, mode: str) ->
 def test_unknown_evaluation_is_not_found(store: AuditStore) -> None:
     with pytest.raises(NotFound):
         store.get_evaluation("00000000-0000-0000-0000-000000000000")
+
+
+def test_the_command_line_records_when_given_a_database(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from cds.cli import main
+    from tests.audit.conftest import RULESET
+
+    bundle_file = tmp_path / "bundle.json"
+    bundle_file.write_text(json.dumps(sciatica("cli-1")))
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    result = CliRunner().invoke(main, ["audit", "evaluate", str(bundle_file), "--as-of", "2026-11-22",
+                                       "--ruleset", str(RULESET), "--database", url, "--user", "Practitioner/3"])
+    assert result.exit_code == 0, result.output
+    store = AuditStore.open(url)
+    try:
+        [item] = store.list_evaluations().items
+        assert item["channel"] == "cli" and item["patient"] == "Patient/cli-1" and item["user"] == "Practitioner/3"
+        assert store.verify().ok
+    finally:
+        store.close()
