@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Table, and_, delete, exists, func, in
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds.audit.canonical import canonical_json, chain_hash, sha256_hex
-from cds.audit.chain import ChainRow, ChainWalker, VerifyReport
+from cds.audit.chain import ChainRow, ChainWalker, Problem, VerifyReport
 from cds.audit.database import SQLITE_BEGIN, make_engine
 from cds.audit.migrate import current_revision, head_revision, upgrade
 from cds.audit.models import (
@@ -332,13 +332,14 @@ class AuditStore:
             cutoffs = [parse_iso(json.loads(t)["purgedInputsBefore"]) for t in conn.execute(
                 select(AuditRecord.content).where(AuditRecord.kind == "retention")).scalars()]
             purge_cutoff = max(cutoffs) if cutoffs else None
+            indexes = _IndexSnapshot()
             walker = ChainWalker(json.loads(anchor_text) if anchor_text else None,
-                                 check_content=lambda row, content: self._check_indexes(conn, content,
-                                                                                        purge_cutoff))
+                                 check_content=lambda row, content: indexes.check(content, purge_cutoff))
             after = 0
             while True:
                 rows = conn.execute(select(AuditRecord.__table__).where(AuditRecord.seq > after)
                                     .order_by(AuditRecord.seq).limit(_BATCH)).all()
+                indexes.load(conn, rows)
                 for r in rows:
                     if not walker.feed(ChainRow(r.seq, r.record_id, r.kind, r.prev_hash, r.hash, r.content)):
                         break
@@ -346,47 +347,21 @@ class AuditStore:
                     break
                 after = rows[-1].seq
             head = conn.execute(select(ChainHead.seq, ChainHead.hash).where(ChainHead.chain == self.chain)).one()
-            return walker.finish(int(head.seq), str(head.hash))
+            report = walker.finish(int(head.seq), str(head.hash))
+            if report.ok:
+                # Index rows with no chained record behind them (forged into a filter's results).
+                for model, kind in ((Evaluation, "evaluation"), (Feedback, "feedback")):
+                    orphans = conn.execute(select(func.count()).select_from(model).outerjoin(
+                        AuditRecord, and_(AuditRecord.seq == model.seq, AuditRecord.kind == kind,
+                                          AuditRecord.record_id == model.id))
+                        .where(AuditRecord.seq.is_(None))).scalar()
+                    if orphans:
+                        report.problem = Problem(report.head_seq, None, f"{orphans} {model.__tablename__} rows "
+                                                                        "match no chained record (index forged)")
+                        break
+            return report
         report: VerifyReport = self._read(work)
         return report
-
-    def _check_indexes(self, conn: Connection, content: dict[str, Any], purge_cutoff: datetime | None) -> str | None:
-        for table_name, expected in index_rows(content):
-            table = _TABLES[table_name]
-            key = table.c.evaluation_id if "evaluation_id" in table.c else (
-                table.c.card if table_name == "audit_card_rule" else table.c.id)
-            if table_name == "audit_card_rule":
-                ids = [r["card"] for r in expected]
-                if not ids:
-                    continue
-                actual = conn.execute(select(table).where(key.in_(ids))).mappings().all()
-            elif table_name == "audit_card":
-                actual = conn.execute(select(table).where(table.c.evaluation_id == content["id"])).mappings().all()
-            else:
-                actual = conn.execute(select(table).where(key == content["id"])).mappings().all()
-            if _normalized(actual) != _normalized(expected):
-                return f"{table_name} rows differ from the chained content (index altered)"
-        if content["kind"] == "evaluation":
-            return self._check_input(conn, content, purge_cutoff)
-        return None
-
-    @staticmethod
-    def _check_input(conn: Connection, content: dict[str, Any], purge_cutoff: datetime | None) -> str | None:
-        info = content["input"]
-        stored = conn.execute(select(StoredInput.__table__).where(StoredInput.evaluation_id == content["id"])).first()
-        if info["stored"] == "hash":
-            return None if stored is None else "stored input present where the record says only digests were kept"
-        if stored is None:
-            return "stored input deleted"
-        if stored.purged_at is not None:
-            if purge_cutoff is None or parse_iso(content["receivedAt"]) >= purge_cutoff:
-                return "stored input removed without a retention record covering it"
-            return None
-        if stored.facts is None or sha256_hex(stored.facts) != info["factsSha256"]:
-            return "stored input facts altered"
-        if info["stored"] == "full" and (stored.raw is None or sha256_hex(stored.raw) != info["rawSha256"]):
-            return "stored raw input altered"
-        return None
 
     def purge_inputs(self, before: datetime) -> int:
         """Remove stored inputs (PHI) of evaluations received before ``before``; the chain stays
@@ -434,6 +409,66 @@ class AuditStore:
         record_id = str(uuid.uuid4())
         self._append("prune", record_id, build)
         return pruned
+
+
+class _IndexSnapshot:
+    """The index rows and stored inputs of one batch of records, fetched in a few queries."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, list[Any]]] = {}
+        self.inputs: dict[str, Any] = {}
+
+    def load(self, conn: Connection, records: Any) -> None:
+        contents = [json.loads(r.content) for r in records if r.kind in ("evaluation", "feedback")]
+        evaluations = [c["id"] for c in contents if c.get("kind") == "evaluation"]
+        feedback = [c["id"] for c in contents if c.get("kind") == "feedback"]
+        cards = [str(card["uuid"]) for c in contents if c.get("kind") == "evaluation"
+                 for card in c.get("cards", []) if card.get("uuid")]
+        self.rows = {name: {} for name in _TABLES}
+        queries = [("audit_evaluation", "id", evaluations), ("audit_firing", "evaluation_id", evaluations),
+                   ("audit_action", "evaluation_id", evaluations), ("audit_card", "evaluation_id", evaluations),
+                   ("audit_card_rule", "card", cards), ("audit_feedback", "id", feedback)]
+        for name, key, ids in queries:
+            if not ids:
+                continue
+            table = _TABLES[name]
+            for row in conn.execute(select(table).where(table.c[key].in_(ids))).mappings():
+                self.rows[name].setdefault(str(row[key]), []).append(row)
+        self.inputs = {}
+        if evaluations:
+            for stored in conn.execute(select(StoredInput.__table__)
+                                       .where(StoredInput.evaluation_id.in_(evaluations))):
+                self.inputs[stored.evaluation_id] = stored
+
+    def check(self, content: dict[str, Any], purge_cutoff: datetime | None) -> str | None:
+        for table_name, expected in index_rows(content):
+            found = self.rows.get(table_name, {})
+            if table_name == "audit_card_rule":
+                actual = [row for card in {r["card"] for r in expected} for row in found.get(card, [])]
+            else:
+                actual = list(found.get(content["id"], []))
+            if _normalized(actual) != _normalized(expected):
+                return f"{table_name} rows differ from the chained content (index altered)"
+        if content["kind"] == "evaluation":
+            return self._check_input(content, purge_cutoff)
+        return None
+
+    def _check_input(self, content: dict[str, Any], purge_cutoff: datetime | None) -> str | None:
+        info = content["input"]
+        stored = self.inputs.get(content["id"])
+        if info["stored"] == "hash":
+            return None if stored is None else "stored input present where the record says only digests were kept"
+        if stored is None:
+            return "stored input deleted"
+        if stored.purged_at is not None:
+            if purge_cutoff is None or parse_iso(content["receivedAt"]) >= purge_cutoff:
+                return "stored input removed without a retention record covering it"
+            return None
+        if stored.facts is None or sha256_hex(stored.facts) != info["factsSha256"]:
+            return "stored input facts altered"
+        if info["stored"] == "full" and (stored.raw is None or sha256_hex(stored.raw) != info["rawSha256"]):
+            return "stored raw input altered"
+        return None
 
 
 def _normalized(rows: Any) -> list[tuple[tuple[str, Any], ...]]:

@@ -14,6 +14,7 @@ from cds.audit import AuditStore
 from cds.audit.canonical import GENESIS, canonical_json, chain_hash
 from cds.audit.chain import ChainRow, ChainWalker
 from cds.cli import main
+from cds.evaluation.ports import FeedbackRecord
 from tests.audit.bundles import cauda_equina, sciatica
 
 
@@ -154,6 +155,17 @@ def test_an_altered_action_row_is_named(chain: AuditStore) -> None:
     sql(chain, "DELETE FROM audit_action WHERE action = 'emergency-spine-surgery'")
     report = chain.verify()
     assert report.problem.seq == 4 and "audit_action" in report.problem.reason
+
+
+def test_a_forged_index_row_is_named(chain: AuditStore, record_bundle) -> None:
+    # An evaluation row that no chained record stands behind, hung on a feedback record's seq.
+    result = record_bundle(sciatica("s9"))
+    chain.record_feedback(FeedbackRecord(card=result.cards[0]["uuid"], outcome="accepted",
+                                         outcome_at=datetime.now(UTC)))
+    sql(chain, "INSERT INTO audit_evaluation (id, seq, received_at, channel, triage, outcome) "
+               "VALUES ('forged', 6, :t, 'rest', 'emergency', 'success')", t=datetime(2026, 11, 22))
+    report = chain.verify()
+    assert not report.ok and "match no chained record" in report.problem.reason
 
 
 def test_altered_stored_input_is_named(chain: AuditStore) -> None:
