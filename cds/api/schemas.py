@@ -388,12 +388,20 @@ def _message(error: ValidationError) -> str:
         shown = repr(error.instance)
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        rule = {"pattern": f"does not match {error.validator_value}",
-                "format": f"is not a valid {error.validator_value}",
-                "const": f"must be {error.validator_value!r}",
-                "enum": "must be one of " + ", ".join(map(repr, error.validator_value)),
-                "type": f"must be of type {error.validator_value}",
-                "maxLength": f"is longer than {error.validator_value} characters",
-                "minLength": "must not be empty"}[str(error.validator)]
+        value = error.validator_value
+        if error.validator == "pattern":
+            rule = f"does not match {value}"
+        elif error.validator == "format":
+            rule = f"is not a valid {value}"
+        elif error.validator == "const":
+            rule = f"must be {value!r}"
+        elif error.validator == "enum":
+            rule = "must be one of " + ", ".join(map(repr, value))
+        elif error.validator == "type":
+            rule = f"must be of type {value}"
+        elif error.validator == "maxLength":
+            rule = f"is longer than {value} characters"
+        else:
+            rule = "must not be empty"
         return f"{shown} {rule}"
     return error.message[:300]
