@@ -36,6 +36,7 @@ class Config:
     redis_url: str | None = None                # CDS_REDIS_URL
     redis_prefix: str = "cds:jti:"              # CDS_REDIS_PREFIX
     trusted_clients: str | None = None          # CDS_TRUSTED_CLIENTS
+    auditor_tokens: str | None = None           # CDS_AUDITOR_TOKENS_FILE (opens /audit, docs/audit.md)
     public_base_url: str | None = None          # CDS_PUBLIC_BASE_URL
     auth: bool = True                           # CDS_AUTH (on|off)
     bind: str = "127.0.0.1:8080"                # CDS_BIND (host:port, comma-separated)
@@ -123,6 +124,7 @@ def load_config(env: Mapping[str, Any]) -> Config:
         redis_url=text.get("CDS_REDIS_URL") or None,
         redis_prefix=text.get("CDS_REDIS_PREFIX") or "cds:jti:",
         trusted_clients=text.get("CDS_TRUSTED_CLIENTS") or None,
+        auditor_tokens=text.get("CDS_AUDITOR_TOKENS_FILE") or None,
         public_base_url=(text.get("CDS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
         auth=auth_value in TRUE,
         bind=text.get("CDS_BIND") or "127.0.0.1:8080",

@@ -36,7 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from cds.api.logs import configure, get_logger
     from cds.api.metrics import Metrics
     from cds.api.service import Api
-    from cds.bootstrap import bootstrap, load_config
+    from cds.bootstrap import ConfigError, bootstrap, load_config
     from cds.fhir import MAX_BODY_BYTES
 
     config = load_config(os.environ if test_config is None else test_config)
@@ -63,6 +63,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(hooks.bp)
     app.register_blueprint(rest.bp)
+    if config.auditor_tokens:
+        # The audit read API (docs/audit.md): auditor tokens, never client JWTs.
+        from cds.audit import AuditStore
+        from cds.audit.auditors import AuditorTokens
+        from cds.audit.http import audit_blueprint
+
+        if not isinstance(services.audit, AuditStore):
+            raise ConfigError("CDS_AUDITOR_TOKENS_FILE is set but there is no audit database "
+                              "(CDS_DATABASE_URL) to read")
+        app.register_blueprint(audit_blueprint(services.audit, AuditorTokens.load(config.auditor_tokens)))
 
     log = get_logger()
     ruleset = services.evaluator.ruleset

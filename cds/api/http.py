@@ -50,8 +50,7 @@ def respond(body: Any, status: int = 200, mimetype: str = JSON) -> Response:
 def json_body() -> Any:
     """The request body as JSON, after the content-type and size checks."""
     if request.mimetype not in (JSON, FHIR_JSON):
-        raise UnsupportedMediaType("Content-Type must be application/json or application/fhir+json",
-                                   where="Content-Type")
+        raise UnsupportedMediaType("must be application/json or application/fhir+json", where="Content-Type")
     try:
         body = request.get_data(cache=False)
     except RequestEntityTooLarge:

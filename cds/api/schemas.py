@@ -353,6 +353,10 @@ STATUS: dict[str, Any] = {
 }
 
 
+_PATTERNS = {
+    FHIR_ID: "is not a FHIR id (letters, digits, '-' and '.', at most 64; no 'Type/' prefix)",
+    TYPED_REFERENCE: "is not a relative reference 'Type/id'",
+}
 _validators: dict[int, Draft202012Validator] = {}
 
 
@@ -390,7 +394,7 @@ def _message(error: ValidationError) -> str:
             shown = shown[:77] + "..."
         value = error.validator_value
         if error.validator == "pattern":
-            rule = f"does not match {value}"
+            rule = _PATTERNS.get(value, f"does not match {value}")
         elif error.validator == "format":
             rule = f"is not a valid {value}"
         elif error.validator == "const":

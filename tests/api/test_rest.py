@@ -112,3 +112,23 @@ def test_openapi_describes_every_endpoint_with_the_request_schemas(client):
     body = doc["paths"][f"/cds-services/{PV}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == json.loads(json.dumps(schemas.hook_request("patient-view")))
     assert doc["servers"] == [{"url": "http://cds.test"}]
+
+
+def test_the_audit_read_api_is_served_with_an_audit_database_and_auditor_tokens(bundled, tmp_path):
+    from cds.api import create_app
+    from cds.audit import AuditStore
+    from cds.audit.auditors import hash_token
+    from tests.api.conftest import Caller, app_config
+
+    store = AuditStore.open(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    tokens = tmp_path / "auditors.txt"
+    tokens.write_text(f"sha256:{hash_token('auditor-secret')} Jane Roe\n")
+    try:
+        caller = Caller(create_app(app_config(EVALUATOR=bundled, AUDIT=store,
+                                              CDS_AUDITOR_TOKENS_FILE=str(tokens))), None)
+        assert caller.post(f"/cds-services/{PV}", hook_request(pre=prefetch(*CAUDA_EQUINA))).status_code == 200
+        assert caller.get("/audit/verify").status_code == 401
+        listed = caller.get("/audit/evaluations", headers={"Authorization": "Bearer auditor-secret"})
+        assert listed.status_code == 200 and len(listed.json["items"]) == 1
+    finally:
+        store.close()
