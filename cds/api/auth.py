@@ -26,9 +26,10 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import jwt
@@ -327,6 +328,7 @@ class Authenticator:
         client = self.clients.get(iss) if isinstance(iss, str) else None
         if client is None:
             raise AuthRejected("iss is not a trusted client")
+        iss = client.iss
         key = self._key(client, kid, header.get("jku"))
         if not _key_fits(key.key, alg) or (key.alg is not None and key.alg != alg):
             raise AuthRejected("key does not fit alg")
@@ -363,10 +365,11 @@ class Authenticator:
         return key
 
     def _check_times(self, claims: Mapping[str, Any], now: float) -> None:
-        exp, iat = claims.get("exp"), claims.get("iat")
-        for name, value in (("exp", exp), ("iat", iat)):
+        for name in ("exp", "iat"):
+            value = claims.get(name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise AuthRejected(f"{name} is not a number")
+        exp, iat = float(claims["exp"]), float(claims["iat"])
         if exp <= now - self.leeway:
             raise AuthRejected("token expired")
         if iat > now + self.leeway:

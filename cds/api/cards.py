@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from cds.domain.facts import urgency_rank
 from cds.knowledge import Ruleset
@@ -234,7 +235,7 @@ def _draft_orders(alert: Mapping[str, Any], context: CardContext) -> list[tuple[
     def walk(nodes: Iterable[Mapping[str, Any]]) -> None:
         for node in nodes:
             ref = node.get("resource")
-            if ref in context.draft_orders:
+            if isinstance(ref, str) and ref in context.draft_orders:
                 found.setdefault(ref, _order_label(node["label"]))
             walk(node.get("because", []))
 

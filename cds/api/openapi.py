@@ -32,7 +32,7 @@ _COMMON_ERRORS = {
     "503": _error("The audit store or replay store is unavailable: the service does not answer unrecorded"),
 }
 
-_SECURED = [{"cdsHooksJwt": []}]
+_SECURED: list[dict[str, list[str]]] = [{"cdsHooksJwt": []}]
 
 
 def document(base_url: str | None = None) -> dict[str, Any]:

@@ -12,9 +12,10 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
 
 from cds.api import cards as card_views
 from cds.api import schemas
@@ -81,7 +82,7 @@ class Api:
         self.fetcher = fetcher or FhirFetcher(FetchLimits(
             timeout_seconds=config.fhir_timeout_seconds, max_pages=config.fhir_max_pages,
             allow_http=config.fhir_allow_http))
-        self.now = now or (lambda: datetime.now(timezone.utc))
+        self.now = now or (lambda: datetime.now(UTC))
 
     def call_hook(self, service_id: str, data: Any, principal: Principal | None) -> dict[str, Any]:
         """CDS Hooks service call: validated request in, cards out (recorded first)."""
@@ -230,7 +231,8 @@ def _resources(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, dict):
         return []
     if value.get("resourceType") == "Bundle":
-        entries = value.get("entry") if isinstance(value.get("entry"), list) else []
+        entry = value.get("entry")
+        entries: list[Any] = entry if isinstance(entry, list) else []
         return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     return [value]
 

@@ -13,10 +13,11 @@ import json
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -30,7 +31,7 @@ from tests.conftest import SHARED_EXTERNAL, SNOMED
 
 BASE_URL = "http://cds.test"
 ISSUER = "https://ehr.test/"
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PV = "back-neuropathy-patient-view"
 OSEL = "back-neuropathy-order-select"
 OSIGN = "back-neuropathy-order-sign"

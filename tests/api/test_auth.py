@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-import threading
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds.api import create_app
-from cds.api.auth import (AuthRejected, Authenticator, MemoryReplayStore, RedisReplayStore, TrustedClients,
-                          TrustedClientsError)
+from cds.api.auth import (
+    Authenticator,
+    AuthRejected,
+    MemoryReplayStore,
+    RedisReplayStore,
+    TrustedClients,
+    TrustedClientsError,
+)
 from cds.bootstrap import ConfigError
-from tests.api.conftest import (BASE_URL, ISSUER, PV, Caller, Keys, app_config, hook_request, make_token,
-                                prefetch)
+from tests.api.conftest import BASE_URL, ISSUER, PV, Caller, Keys, app_config, hook_request, make_token, prefetch
 
 REDIS_URL = os.environ.get("CDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

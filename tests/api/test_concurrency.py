@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,19 @@ import pytest
 import requests
 
 from cds.api.auth import RedisReplayStore
-from tests.api.conftest import (OSEL, OSIGN, PV, Keys, condition, draft_order, draft_orders, hook_request,
-                                make_token, observation, prefetch)
+from tests.api.conftest import (
+    OSEL,
+    OSIGN,
+    PV,
+    Keys,
+    condition,
+    draft_order,
+    draft_orders,
+    hook_request,
+    make_token,
+    observation,
+    prefetch,
+)
 from tests.conftest import ROOT
 
 CLIENTS = 32
@@ -50,7 +61,7 @@ def _free_port() -> int:
 
 def _requests() -> list[tuple[str, str, Any, dict[str, str]]]:
     """(method, path, body, headers): a mix of every endpoint, dated relative to today."""
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
 
     def ago(days: int) -> str:
         return (today - timedelta(days=days)).isoformat()

@@ -9,8 +9,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import (CAUDA_EQUINA, HOOK_FIXTURES, OSEL, OSIGN, PV, assert_cards_response,
-                                fixture_json, hook_request, observation, prefetch)
+from tests.api.conftest import (
+    CAUDA_EQUINA,
+    HOOK_FIXTURES,
+    OSEL,
+    OSIGN,
+    PV,
+    assert_cards_response,
+    fixture_json,
+    hook_request,
+    observation,
+    prefetch,
+)
 
 SERVICE = {"patient-view": PV, "order-select": OSEL, "order-sign": OSIGN}
 

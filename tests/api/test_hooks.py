@@ -5,8 +5,21 @@ from __future__ import annotations
 import json
 import re
 
-from tests.api.conftest import (CAUDA_EQUINA, OSEL, OSIGN, PAMA, PV, assert_cards_response, condition,
-                                draft_order, draft_orders, fixture_json, hook_request, observation, prefetch)
+from tests.api.conftest import (
+    CAUDA_EQUINA,
+    OSEL,
+    OSIGN,
+    PAMA,
+    PV,
+    assert_cards_response,
+    condition,
+    draft_order,
+    draft_orders,
+    fixture_json,
+    hook_request,
+    observation,
+    prefetch,
+)
 from tests.conftest import LOINC
 
 MRI_LUMBAR_CPT = "72148"
