@@ -29,8 +29,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from cds.api.schemas import check_depth
 from cds.bootstrap import is_loopback
-from cds.errors import PreconditionFailed
+from cds.errors import MalformedJson, PreconditionFailed
 from cds.fhir import MAX_BODY_BYTES, MAX_RESOURCES
 
 #: prefetch key -> (FHIR query template, the resource type it yields)
@@ -211,9 +212,12 @@ class FhirFetcher:
             raise PreconditionFailed(f"fhirServer could not be reached for {key} ({type(exc).__name__})",
                                      where=f"prefetch.{key}") from None
         try:
-            return status, json.loads(b"".join(chunks))
-        except ValueError:
-            raise PreconditionFailed(f"fhirServer's answer for {key} is not JSON", where=f"prefetch.{key}") from None
+            data = json.loads(b"".join(chunks))
+            check_depth(data)
+        except (ValueError, RecursionError, MalformedJson):
+            raise PreconditionFailed(f"fhirServer's answer for {key} is not usable JSON",
+                                     where=f"prefetch.{key}") from None
+        return status, data
 
 
 class _Budget:

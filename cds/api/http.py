@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from cds.api.auth import Authenticator, AuthRejected, Principal
 from cds.api.logs import get_logger, stack_summary
 from cds.api.metrics import Metrics
+from cds.api.schemas import check_depth
 from cds.api.service import Api
 from cds.bootstrap import Config, Services
 from cds.errors import CdsError, MalformedJson, PayloadTooLarge, UnsupportedMediaType, operation_outcome
@@ -57,7 +58,10 @@ def json_body() -> Any:
         raise PayloadTooLarge(f"body is over the limit of {MAX_BODY_BYTES} bytes") from None
     if not body:
         raise MalformedJson("the request body is empty")
-    return parse_json(body)
+    data = parse_json(body)
+    check_depth(data)
+    return data
+
 
 
 def caller() -> Principal | None:

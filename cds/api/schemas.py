@@ -16,7 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from cds.errors import InputError
+from cds.errors import InputError, MalformedJson
 
 FHIR_ID = r"^[A-Za-z0-9\-.]{1,64}$"
 #: "Type/id" as CDS Hooks uses for userId and selections.
@@ -352,6 +352,24 @@ STATUS: dict[str, Any] = {
     "properties": {"status": {"type": "string"}, "checks": {"type": "object"}},
     "required": ["status"],
 }
+
+
+#: Deeper JSON is refused: FHIR resources nest a dozen levels or so, and
+#: every later step (validation, hashing, the audit record) recurses.
+MAX_JSON_DEPTH = 100
+
+
+def check_depth(data: Any) -> None:
+    """MalformedJson when ``data`` nests deeper than MAX_JSON_DEPTH (checked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise MalformedJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 _PATTERNS = {

@@ -103,3 +103,15 @@ def test_random_bytes_never_crash_the_worker(open_client):
         response = open_client.post(f"/cds-services/{PV}", raw=raw)
         assert response.status_code == 400
     assert open_client.get("/healthz").status_code == 200
+
+
+def test_json_nested_deeper_than_the_limit_is_400_at_any_depth(client):
+    from cds.api.schemas import MAX_JSON_DEPTH
+
+    for depth in (MAX_JSON_DEPTH, 500, 980, 995):
+        nested = "[" * depth + "]" * depth
+        raw = f'{{"resourceType": "Bundle", "entry": [], "meta": {nested}}}'.encode()
+        issue = _outcome(client.post("/evaluate", raw=raw), 400)
+        assert "nested" in issue["diagnostics"]
+    ok = "[" * 20 + "]" * 20
+    assert client.post("/evaluate", raw=f'{{"resourceType": "Bundle", "meta": {ok}}}'.encode()).status_code == 200
