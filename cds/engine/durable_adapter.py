@@ -29,8 +29,9 @@ import itertools
 import json
 import os
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import durable_rules_engine as _core
 
@@ -49,13 +50,10 @@ _sids = itertools.count(1)
 
 
 def _reset_after_fork() -> None:
-    # A lock held by another thread at fork time would deadlock the child.
+    # A lock held by another thread at fork time would deadlock the child
+    # (``cds batch`` forks workers from a process that has evaluated).
     global _lock
-    #: The sentinel rule and fact (see the module docstring).
-_SENTINEL_RULE = "session-opened"
-_SENTINEL_TYPE = "$session"
-
-_lock = threading.RLock()
+    _lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -96,22 +94,24 @@ class Engine:
     def run(self, facts: Sequence[Mapping[str, Any]], on_match: OnMatch) -> list[Mapping[str, Any]]:
         """Run every stratum in order; return the input plus every new fact."""
         known = list(facts)
+        # A fact consumed by several strata is encoded once per evaluation.
+        encoded: dict[int, str] = {}
         with _lock:
             for level, stratum in enumerate(self.strata):
-                self._run_stratum(level, stratum, self._handles[level], known, on_match)
+                self._run_stratum(level, stratum, self._handles[level], known, on_match, encoded)
         return known
 
     def _run_stratum(self, level: int, stratum: Mapping[str, Any], handle: int,
-                     known: list[Mapping[str, Any]], on_match: OnMatch) -> None:
+                     known: list[Mapping[str, Any]], on_match: OnMatch, encoded: dict[int, str]) -> None:
         consumed = stratum["consumed"]
         sid = str(next(_sids))
         try:
-            state_handle = self._assert(handle, {"id": "$session", "type": _SENTINEL_TYPE}, sid)
+            state_handle = self._assert(handle, {"id": "$session", "type": _SENTINEL_TYPE}, sid, {})
             if state_handle is None:
                 raise EngineError("the engine did not open a session")
             for fact in known:
                 if fact["type"] in consumed:
-                    self._assert(handle, fact, sid)
+                    self._assert(handle, fact, sid, encoded)
             result = _core.start_action_for_state(handle, state_handle)
             while result:
                 state, message = result[0], json.loads(result[1])
@@ -133,7 +133,7 @@ class Engine:
                 for fact in new_facts:
                     known.append(fact)
                     if fact["type"] in consumed:
-                        self._assert(handle, fact, sid)
+                        self._assert(handle, fact, sid, encoded)
                 _core.update_state(handle, state)
                 next_message = _core.complete_and_start_action(handle, state_handle)
                 result = (state, next_message) if next_message else None
@@ -144,9 +144,17 @@ class Engine:
                 pass
 
     @staticmethod
-    def _assert(handle: int, fact: Mapping[str, Any], sid: str) -> int | None:
+    def _assert(handle: int, fact: Mapping[str, Any], sid: str, encoded: dict[int, str]) -> int | None:
         try:
-            code, state_handle = _core.assert_fact(handle, json.dumps({**fact, "sid": sid}))
+            if "sid" in fact or not fact:
+                payload = json.dumps({**fact, "sid": sid})
+            else:
+                body = encoded.get(id(fact))
+                if body is None:
+                    # id(fact) is stable: ``known`` holds every fact for the run.
+                    body = encoded[id(fact)] = json.dumps(fact)[1:]
+                payload = f'{{"sid":"{sid}",{body}'
+            code, state_handle = _core.assert_fact(handle, payload)
         except Exception as exc:  # noqa: BLE001 - the C core raises a bare error type
             raise EngineError(f"the engine refused fact {fact.get('id')}: {exc}") from exc
         if code == _OBSERVED:

@@ -9,15 +9,18 @@ after ``as_of`` is ignored: the record is read as it stood on that day.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable, Iterator
 from datetime import date
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from marshmallow import ValidationError
 
 from cds.domain.facts import Fact
 from cds.errors import InputError
+from cds.fhir.fast_schemas import compile_all
 from cds.fhir.record import Entry, Record
-from cds.fhir.schemas import SCHEMAS, MAX_TEXT
+from cds.fhir.schemas import MAX_TEXT, SCHEMAS
 from cds.knowledge._schema import dotted, first_error
 from cds.knowledge.terminology import Terminology
 
@@ -27,6 +30,7 @@ _PRESENT = {"active", "recurrence", "relapse"}
 _HISTORY = {"inactive", "remission", "resolved"}
 _ORDER_STATUS = {"draft": "draft", "active": "active", "on-hold": "active", "completed": "completed"}
 _COMPONENTS = {"level": "level", "nerve-root": "root", "severity": "severity", "grade": "grade"}
+_FAST = compile_all(SCHEMAS)
 
 
 class Normalizer:
@@ -39,8 +43,7 @@ class Normalizer:
         self._level_system = terminology.system("spinal-level")
         self._severity_system = terminology.system("severity")
         self._outcome_system = terminology.system("outcome")
-        self._labels = {kind: terminology.labels(kind) for kind in
-                        ("finding", "measurement", "imaging", "ncs-emg", "medication", "procedure")}
+        self._labels = _labels(terminology)
         self._readers: dict[str, Callable[[Entry, dict[str, Any]], Iterator[tuple[str, dict[str, Any], str, date | None]]]] = {
             "Patient": self._patient, "Observation": self._observation, "Condition": self._condition,
             "MedicationStatement": self._medication, "MedicationRequest": self._medication,
@@ -50,6 +53,9 @@ class Normalizer:
 
     def facts(self, record: Record) -> list[Fact]:
         self.record = record
+        # A DiagnosticReport is read twice (for its results' context, then
+        # for its conclusions): validated once.
+        self._loaded: dict[int, dict[str, Any]] = {}
         self._report_context = self._reports(record)
         out: list[Fact] = []
         used: dict[str, int] = {}
@@ -104,8 +110,20 @@ class Normalizer:
         return any(self.t.concept(s, c) for s, c in _codings(r.get("code")))
 
     def _validate(self, entry: Entry) -> dict[str, Any]:
+        key = id(entry)
+        loaded = self._loaded.get(key)
+        if loaded is None:
+            loaded = self._loaded[key] = self._load(entry)
+        return loaded
+
+    @staticmethod
+    def _load(entry: Entry) -> dict[str, Any]:
+        fast = _FAST[entry.type](entry.resource)
+        if fast is not None:
+            return fast
+        # In doubt, or invalid: marshmallow decides and words the error.
         try:
-            return SCHEMAS[entry.type].load(entry.resource)
+            return SCHEMAS[entry.type].load(entry.resource)  # type: ignore[no-any-return]
         except ValidationError as exc:
             path, message = first_error(exc.messages)
             raise InputError(f"field {dotted(path)}: {message}",
@@ -368,6 +386,19 @@ class Normalizer:
                 f"{self._labels[concept.kind].get(concept.name, concept.name)} {status}"
         details = [f"{k} {fields_[k]}" for k in ("level", "root", "severity", "grade") if fields_.get(k) is not None]
         return label + (f" ({', '.join(details)})" if details else "") + _side(fields_)
+
+
+_LABELS: weakref.WeakKeyDictionary[Terminology, dict[str, dict[str, str]]] = weakref.WeakKeyDictionary()
+
+
+def _labels(terminology: Terminology) -> dict[str, dict[str, str]]:
+    """Display labels by kind, built once per loaded terminology (read only)."""
+    labels = _LABELS.get(terminology)
+    if labels is None:
+        labels = _LABELS[terminology] = {
+            kind: terminology.labels(kind)
+            for kind in ("finding", "measurement", "imaging", "ncs-emg", "medication", "procedure")}
+    return labels
 
 
 def _codings(cc: Any) -> Iterator[tuple[str | None, str | None]]:

@@ -9,8 +9,9 @@ and its ``context.draftOrders``). Limits are documented in docs/api.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from cds.errors import InputError, MalformedJson, PayloadTooLarge
 from cds.fhir.resource_types import R4_RESOURCE_TYPES
