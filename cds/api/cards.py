@@ -56,26 +56,32 @@ class CardContext:
 
 def cards(evaluation: Mapping[str, Any], ruleset: Ruleset, context: CardContext) -> list[dict[str, Any]]:
     """The CDS Hooks cards for one evaluation, most important first."""
-    out: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
+    return [card for card, _items in cards_with_items(evaluation, ruleset, context)]
+
+
+def cards_with_items(evaluation: Mapping[str, Any], ruleset: Ruleset,
+                     context: CardContext) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each card with the evaluation items (recommendations, alerts) it stands for."""
+    out: list[tuple[tuple[int, int, int], dict[str, Any], list[dict[str, Any]]]] = []
     # An order card that proposes its rule's recommendations as the
     # replacement says all there is to say: no second card for them.
     consumed: set[str] = set()
     alert_cards = []
     for alert in evaluation["alerts"]:
         card, used = _alert_card(alert, evaluation, ruleset, context)
-        consumed |= used
-        alert_cards.append((alert, card))
+        consumed |= {i["id"] for i in used}
+        alert_cards.append((alert, card, [alert, *used]))
     groups: dict[str, list[dict[str, Any]]] = {}
     for rec in evaluation["recommendations"]:
         if rec["id"] not in consumed:
             groups.setdefault(rec["rule"], []).append(rec)
     for order, (rule_id, items) in enumerate(groups.items()):
         card = _recommendation_card(rule_id, items, ruleset, context)
-        out.append(((INDICATOR_RANK[card["indicator"]], urgency_rank(items[0]["urgency"]), order), card))
-    for order, (alert, card) in enumerate(alert_cards, start=len(groups)):
-        out.append(((INDICATOR_RANK[card["indicator"]], urgency_rank(alert["urgency"]), order), card))
-    out.sort(key=lambda pair: pair[0])
-    return [card for _key, card in out]
+        out.append(((INDICATOR_RANK[card["indicator"]], urgency_rank(items[0]["urgency"]), order), card, items))
+    for order, (alert, card, items) in enumerate(alert_cards, start=len(groups)):
+        out.append(((INDICATOR_RANK[card["indicator"]], urgency_rank(alert["urgency"]), order), card, items))
+    out.sort(key=lambda entry: entry[0])
+    return [(card, items) for _key, card, items in out]
 
 
 def _rests_on_red_flag(item: Mapping[str, Any]) -> bool:
@@ -114,8 +120,8 @@ def _recommendation_card(rule_id: str, items: list[dict[str, Any]], ruleset: Rul
 
 
 def _alert_card(alert: dict[str, Any], evaluation: Mapping[str, Any], ruleset: Ruleset,
-                context: CardContext) -> tuple[dict[str, Any], set[str]]:
-    """The card for one alert, and the ids of the recommendations it proposes instead."""
+                context: CardContext) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The card for one alert, and the recommendations it proposes instead."""
     if alert["action"] == "missing-information":
         indicator = "warning" if urgency_rank(alert["urgency"]) <= urgency_rank("urgent") else "info"
     else:
@@ -126,7 +132,7 @@ def _alert_card(alert: dict[str, Any], evaluation: Mapping[str, Any], ruleset: R
         summary = f"{summary}: {'; '.join(label for _ref, label in orders)}"
     lines = [f"**{_md(alert['title'])}.** {_md(_squash(alert['rationale']))}"]
     suggestions: list[dict[str, Any]] = []
-    used: set[str] = set()
+    used: list[dict[str, Any]] = []
     if orders:
         deletes = [{"type": "delete", "description": f"Remove the draft order: {label}",
                     "resourceId": context.draft_orders[ref]} for ref, label in orders]
@@ -135,7 +141,7 @@ def _alert_card(alert: dict[str, Any], evaluation: Mapping[str, Any], ruleset: R
         alternatives = _alternatives(alert, evaluation, ruleset)
         creates = [a for a in (_create_action(i, ruleset, context) for i in alternatives) if a]
         if creates:
-            used = {i["id"] for i in alternatives}
+            used = alternatives
             suggestions[0]["isRecommended"] = False
             suggestions.append({
                 "label": "Replace with: " + "; ".join(i["title"] for i in alternatives),
@@ -354,11 +360,12 @@ def _request_action(item: Mapping[str, Any]) -> dict[str, Any]:
     return action
 
 
-def audit_view(card: Mapping[str, Any]) -> dict[str, Any]:
-    """What the audit trail keeps of a card (EvaluationRecord.cards)."""
-    topic = card["source"].get("topic") or {}
+def audit_view(card: Mapping[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the audit trail keeps of a card (EvaluationRecord.cards): what it stands for."""
     return {"uuid": card["uuid"], "summary": card["summary"], "indicator": card["indicator"],
-            "actions": [topic.get("code")] if topic.get("code") else [],
+            "actions": list(dict.fromkeys(i["action"] for i in items)),
+            "items": [i["id"] for i in items],
+            "rules": sorted({i["rule"] for i in items}),
             "suggestions": [s["uuid"] for s in card.get("suggestions", [])]}
 
 

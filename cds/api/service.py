@@ -112,10 +112,11 @@ class Api:
         evaluation, facts, duration = self._evaluate(evaluated, received.date(), base)
         draft_orders = _draft_order_ids(context.get("draftOrders"))
         patient = evaluation["patient"] or f"Patient/{context['patientId']}"
-        result = card_views.cards(evaluation, self.ruleset, card_views.CardContext(patient, draft_orders))
-        self._record(base, evaluation, facts, duration, cards=[card_views.audit_view(c) for c in result])
+        built = card_views.cards_with_items(evaluation, self.ruleset, card_views.CardContext(patient, draft_orders))
+        self._record(base, evaluation, facts, duration,
+                     cards=[card_views.audit_view(card, items) for card, items in built])
         self.metrics.observe_evaluation(evaluation, "cds-hooks")
-        return {"cards": result}
+        return {"cards": [card for card, _items in built]}
 
     def evaluate(self, data: Any, as_of: str | None, principal: Principal | None) -> dict[str, Any]:
         """``POST /evaluate``: the contract's evaluation object (recorded first)."""

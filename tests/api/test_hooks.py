@@ -204,3 +204,19 @@ def test_cards_answer_is_json_with_no_nulls(client):
     response = client.post(f"/cds-services/{PV}", hook_request(pre=prefetch(*CAUDA_EQUINA)))
     assert response.mimetype == "application/json"
     assert "null" not in json.dumps(response.json["cards"])
+
+
+def test_the_audit_record_says_which_items_and_rules_each_card_stands_for(client, audit):
+    request = _pama_request_with_record("2026-11-12")
+    cards = client.post(f"/cds-services/{OSEL}", request).json["cards"]
+    record = audit.evaluations[-1]
+    kept = {c["uuid"]: c for c in record.cards}
+    order_card = next(c for c in cards if _topic(c) == "order-not-indicated")
+    view = kept[order_card["uuid"]]
+    assert view["actions"][0] == "order-not-indicated" and len(view["actions"]) >= 2  # and its alternative
+    assert any(rule.startswith("orders/") for rule in view["rules"])
+    assert view["suggestions"] == [s["uuid"] for s in order_card["suggestions"]]
+    items = {i["id"] for i in record.recommendations + record.alerts}
+    assert all(set(c["items"]) <= items and c["items"] for c in record.cards)
+    # every evaluation item is on exactly one card
+    assert sorted(i for c in record.cards for i in c["items"]) == sorted(items)
