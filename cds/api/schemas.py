@@ -411,6 +411,8 @@ def _message(error: ValidationError) -> str:
         shown = repr(error.instance)
         if len(shown) > 80:
             shown = shown[:77] + "..."
+        if "fhirAuthorization" in error.absolute_path:
+            shown = "the value"  # never echo a credential, not even to its sender
         value = error.validator_value
         if error.validator == "pattern":
             rule = _PATTERNS.get(value, f"does not match {value}")

@@ -145,3 +145,14 @@ def test_missing_patient_with_no_way_to_fetch_it_is_412(client):
     response = client.post(f"/cds-services/{PV}", hook_request(pre=pre))
     assert response.status_code == 412
     assert _issue(response)["code"] == "incomplete"
+
+
+def test_a_bad_fhir_authorization_is_named_without_echoing_the_token(client):
+    body = hook_request(pre=prefetch())
+    body["fhirServer"] = "https://ehr.example.org/fhir"
+    body["fhirAuthorization"] = {"access_token": "tok-" + "x" * 9000, "token_type": "Bearer", "expires_in": 300,
+                                 "scope": "patient/*.read", "subject": "cds"}
+    response = client.post(f"/cds-services/{PV}", body)
+    assert response.status_code == 400
+    diagnostics = _issue(response)["diagnostics"]
+    assert diagnostics.startswith("fhirAuthorization.access_token") and "tok-" not in diagnostics
