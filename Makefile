@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run serve test scenarios lint bench clean
+.PHONY: setup run samples test scenarios lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: evaluate every bundled sample (the service replaces this
-# once it exists).
+# The main job: the CDS Hooks / REST service on its embedded defaults
+# (bundled ruleset, SQLite audit trail under ./instance), loopback only,
+# authentication explicitly off. It prints where it listens and a ready
+# curl; Ctrl-C stops it.
 run: $(STAMP)
+	CDS_AUTH=off $(BIN)/cds serve --host 127.0.0.1 --port 8080
+
+# Every bundled sample patient, evaluated and printed for a clinician.
+samples: $(STAMP)
 	@for f in fhir_samples/*.json; do case $$f in *.expected.json) continue;; esac; \
 	  echo "== $$f"; $(BIN)/cds evaluate $$f --as-of 2026-11-22 --format text || exit $$?; done
 

@@ -30,9 +30,15 @@ def prepare_metrics_dir() -> str:
 
 
 def on_starting(server: Any) -> None:
+    from cds.audit.settings import default_database_url
     from cds.bootstrap import ConfigError, load_config
 
     os.environ["CDS_BIND"] = ",".join(server.cfg.bind)
+    # A served process always keeps a durable audit trail: with no database
+    # configured it is the embedded SQLite file under CDS_INSTANCE_DIR
+    # (default ./instance), shared by every worker. The in-memory sink is
+    # for tests that build the app from a mapping.
+    os.environ.setdefault("CDS_DATABASE_URL", default_database_url(os.environ.get("CDS_INSTANCE_DIR")))
     try:
         load_config(os.environ)
     except ConfigError as exc:
@@ -47,11 +53,22 @@ def child_exit(_server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
+def _redacted(url: str) -> str:
+    """A database URL without its password, for the start-up banner."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
 def banner(base_url: str, *, auth: bool) -> str:
     """Where the service listens and how to call it."""
     from cds.api import examples
 
     lines = [f"cds: listening on {base_url}",
+             f"cds: audit trail {_redacted(os.environ.get('CDS_DATABASE_URL', 'in memory'))}",
              f"cds: discovery  {base_url}/cds-services    API  {base_url}/openapi.json",
              "cds: try it:", examples.curl(base_url, token=auth)]
     if auth:
