@@ -9,8 +9,9 @@ facts of identical content as one and refuses the second.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 Scalar = str | int | float | bool
 

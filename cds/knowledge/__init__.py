@@ -6,6 +6,6 @@ to durable-rules' JSON rule language. It never imports durable itself: the
 compiled definitions are plain dicts the engine adapter registers.
 """
 
-from cds.knowledge.ruleset import Ruleset, load_ruleset, default_ruleset_path
+from cds.knowledge.ruleset import Ruleset, default_ruleset_path, load_ruleset
 
 __all__ = ["Ruleset", "load_ruleset", "default_ruleset_path"]

@@ -43,7 +43,7 @@ def stratify(rules: list[Rule]) -> list[int]:
                 strata[index], changed = level, True
         if not changed:
             return strata
-    cycle = [r.id for r, s in zip(rules, strata) if s >= len(rules)] or [rules[0].id]
+    cycle = [r.id for r, s in zip(rules, strata, strict=True) if s >= len(rules)] or [rules[0].id]
     raise RulesetError("rules depend on the absence of facts they (indirectly) produce; "
                        "no order can evaluate them soundly", file=rules[0].file, rule=cycle[0])
 

@@ -11,7 +11,8 @@ on it, except ``exists: false``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cds.knowledge.rules import REF, Pattern
 

@@ -10,8 +10,9 @@ See docs/rules.md for the language with examples.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, NoReturn
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
@@ -215,8 +216,8 @@ def check_rules(rules: list[Rule], *, terminology: Any, guidelines: Mapping[str,
                 raise RulesetError(f"cannot derive reserved fact type {d['type']!r}",
                                    file=rule.file, rule=rule.id, field="derive.type")
             derived_fields.setdefault(d["type"], set()).update(d["with_"])
-    known = {**INPUT_FIELDS, **EMITTED_FIELDS,
-             **{t: {f: None for f in fs} for t, fs in derived_fields.items()}}
+    known: dict[str, dict[str, tuple[Any, ...] | None]] = {
+        **INPUT_FIELDS, **EMITTED_FIELDS, **{t: dict.fromkeys(fs) for t, fs in derived_fields.items()}}
     concepts = {
         "finding": set(terminology.doc["findings"]), "measurement": set(terminology.measurements),
         "result": set(terminology.doc["imaging_findings"]) | set(terminology.doc["ncs_emg_findings"]),
@@ -224,7 +225,7 @@ def check_rules(rules: list[Rule], *, terminology: Any, guidelines: Mapping[str,
         "procedure": set(terminology.doc["procedures"]), "order": set(terminology.actions),
     }
     for rule in rules:
-        def fail(message: str, field: str) -> None:
+        def fail(message: str, field: str, rule: Rule = rule) -> NoReturn:
             raise RulesetError(message, file=rule.file, rule=rule.id, field=field)
 
         if rule.id in seen:
@@ -279,7 +280,7 @@ def check_rules(rules: list[Rule], *, terminology: Any, guidelines: Mapping[str,
                 fail(f"replacement {replacement!r} is not a known non-alert action", "supersede.replace_with")
 
 
-def _operations(spec: Any, where: str, fail: Any) -> list[tuple[str, Any]]:
+def _operations(spec: Any, where: str, fail: Callable[[str, str], NoReturn]) -> list[tuple[str, Any]]:
     if isinstance(spec, dict):
         if not spec:
             fail("empty condition", where)
@@ -298,7 +299,7 @@ def _operations(spec: Any, where: str, fail: Any) -> list[tuple[str, Any]]:
 
 def _check_value(value: Any, op: str, fact: str, field: str, closed: tuple[Any, ...] | None,
                  concepts: dict[str, set[str]], bound: dict[str, str], known: dict[str, Any],
-                 where: str, fail: Any) -> None:
+                 where: str, fail: Callable[[str, str], NoReturn]) -> None:
     if op == "exists":
         return
     if isinstance(value, str) and value.startswith("$"):
@@ -315,7 +316,7 @@ def _check_value(value: Any, op: str, fact: str, field: str, closed: tuple[Any, 
 
 
 def _check_ref_or_scalar(value: Any, bound: dict[str, str], known: dict[str, Any], where: str,
-                         fail: Any) -> None:
+                         fail: Callable[[str, str], NoReturn]) -> None:
     if isinstance(value, str) and value.startswith("$"):
         match = REF.match(value)
         if not match:

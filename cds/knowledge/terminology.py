@@ -7,8 +7,9 @@ FHIR layer, the rules' lint and the docs, so a code is mapped in one place.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
