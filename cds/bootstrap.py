@@ -37,6 +37,8 @@ class Config:
     redis_prefix: str = "cds:jti:"              # CDS_REDIS_PREFIX
     trusted_clients: str | None = None          # CDS_TRUSTED_CLIENTS
     auditor_tokens: str | None = None           # CDS_AUDITOR_TOKENS_FILE (opens /audit, docs/audit.md)
+    web_users: str | None = None                # CDS_WEB_USERS_FILE (opens /web, docs/web.md)
+    web_secret_key: str | None = field(default=None, repr=False)  # CDS_WEB_SECRET_KEY (signs web sessions)
     public_base_url: str | None = None          # CDS_PUBLIC_BASE_URL
     auth: bool = True                           # CDS_AUTH (on|off)
     bind: str = "127.0.0.1:8080"                # CDS_BIND (host:port, comma-separated)
@@ -125,6 +127,8 @@ def load_config(env: Mapping[str, Any]) -> Config:
         redis_prefix=text.get("CDS_REDIS_PREFIX") or "cds:jti:",
         trusted_clients=text.get("CDS_TRUSTED_CLIENTS") or None,
         auditor_tokens=text.get("CDS_AUDITOR_TOKENS_FILE") or None,
+        web_users=text.get("CDS_WEB_USERS_FILE") or None,
+        web_secret_key=text.get("CDS_WEB_SECRET_KEY") or None,
         public_base_url=(text.get("CDS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
         auth=auth_value in TRUE,
         bind=text.get("CDS_BIND") or "127.0.0.1:8080",
@@ -153,6 +157,12 @@ def check(config: Config) -> None:
     if config.auth and not config.public_base_url:
         raise ConfigError("authentication is on but CDS_PUBLIC_BASE_URL is not set: it is the base of the "
                           "'aud' every token must carry (e.g. https://cds.example.org)")
+    if config.web_users and not config.web_secret_key and not config.loopback_only:
+        raise ConfigError("CDS_WEB_USERS_FILE is set but CDS_WEB_SECRET_KEY is not: web sessions need a key shared "
+                          "by every worker (a generated one is allowed only on a loopback bind)")
+    if config.web_secret_key and len(config.web_secret_key) < 32:
+        raise ConfigError("CDS_WEB_SECRET_KEY must be at least 32 characters (e.g. `python -c \"import secrets; "
+                          "print(secrets.token_hex(32))\"`)")
     if config.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"CDS_LOG_LEVEL={config.log_level!r}: expected debug, info, warning or error")
 

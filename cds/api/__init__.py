@@ -74,6 +74,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             raise ConfigError("CDS_AUDITOR_TOKENS_FILE is set but there is no audit database "
                               "(CDS_DATABASE_URL) to read")
         app.register_blueprint(audit_blueprint(services.audit, AuditorTokens.load(config.auditor_tokens)))
+    if config.web_users:
+        # Clinician review and auditor pages with their own sign-in (docs/web.md).
+        from cds.web import install as install_web
+
+        install_web(app, config, api, services.audit)
 
     log = get_logger()
     ruleset = services.evaluator.ruleset
