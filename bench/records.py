@@ -108,7 +108,8 @@ _PREFETCH_KEYS = {"Observation": "observations", "Condition": "conditions", "Pro
                   "MedicationRequest": "medicationRequests", "Device": "devices"}
 
 
-def patient_view(bundle: dict[str, Any] | None = None, *, extra: int = 40, instance: str = "5f1e7a52-6c1d-4d8e-9f3a-0d2b7c9e4a12") -> dict[str, Any]:
+def patient_view(bundle: dict[str, Any] | None = None, *, extra: int = 40,
+                 instance: str = "5f1e7a52-6c1d-4d8e-9f3a-0d2b7c9e4a12") -> dict[str, Any]:
     """A CDS Hooks patient-view request whose prefetch holds the record,
     searchset by searchset, as an EHR sends it (``extra`` unrelated resources
     of the types the service prefetches)."""

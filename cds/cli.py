@@ -174,6 +174,7 @@ def rules_test(samples: str | None, ruleset_path: str | None) -> None:
 main.add_command(__import__("cds.audit.cli", fromlist=["audit"]).audit)
 main.add_command(__import__("cds.audit.cli", fromlist=["db"]).db)
 main.add_command(__import__("cds.api.cli", fromlist=["serve"]).serve)
+main.add_command(__import__("cds.batch.cli", fromlist=["batch"]).batch)
 
 if __name__ == "__main__":
     main()
