@@ -50,6 +50,9 @@ class Config:
     fhir_allow_http: bool = False               # CDS_FHIR_ALLOW_HTTP
     log_level: str = "info"                     # CDS_LOG_LEVEL
     log_format: str = "json"                    # CDS_LOG_FORMAT (json|console)
+    subscribers_file: str | None = None         # CDS_SUBSCRIBERS_FILE (red-flag REST hooks, docs/intake.md)
+    notify_secret: str | None = field(default=None, repr=False)  # CDS_NOTIFY_SECRET (HMAC of notifications)
+    notify_worker: bool = True                  # CDS_NOTIFY_WORKER (off: deliver only when drained)
     extras: Mapping[str, Any] = field(default_factory=dict)  # objects injected by tests
 
     @property
@@ -140,6 +143,9 @@ def load_config(env: Mapping[str, Any]) -> Config:
         fhir_allow_http=_flag(text, "CDS_FHIR_ALLOW_HTTP", False),
         log_level=text.get("CDS_LOG_LEVEL", "info").lower(),
         log_format=log_format,
+        subscribers_file=text.get("CDS_SUBSCRIBERS_FILE") or None,
+        notify_secret=text.get("CDS_NOTIFY_SECRET") or None,
+        notify_worker=_flag(text, "CDS_NOTIFY_WORKER", True),
         extras=extras,
     )
     check(config)

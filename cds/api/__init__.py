@@ -64,6 +64,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(hooks.bp)
     app.register_blueprint(rest.bp)
+    from cds.intake.http import register as register_intake  # /fhir and /worklist (docs/intake.md)
+
+    register_intake(app, config, services, metrics)
     if config.auditor_tokens:
         # The audit read API (docs/audit.md): auditor tokens, never client JWTs.
         from cds.audit import AuditStore

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,18 +43,13 @@ from tests.api.conftest import (
     prefetch,
 )
 from tests.conftest import ROOT
+from tests.servers import children, free_port, stop, wait_ready
 
 CLIENTS = 32
 REQUESTS_PER_CLIENT = 50
 TIME_LIMIT = 240.0
 REDIS_URL = os.environ.get("CDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _requests() -> list[tuple[str, str, Any, dict[str, str]]]:
@@ -97,27 +90,13 @@ def _requests() -> list[tuple[str, str, Any, dict[str, str]]]:
     ]
 
 
-def _workers(master: int) -> set[int]:
-    """The master's child processes, from /proc."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                out.add(int(entry))
-    return out
-
-
 def _normalized(response: requests.Response) -> tuple[int, str, str]:
     return response.status_code, response.headers.get("Content-Type", ""), UUID.sub("<uuid>", response.text)
 
 
 @pytest.mark.slow
 def test_real_gunicorn_under_concurrent_mixed_load(tmp_path: Path, keys: Keys, trusted_clients_file: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     secured = RedisReplayStore(REDIS_URL).ping()
     env = {**os.environ, "CDS_BIND": f"127.0.0.1:{port}", "CDS_WORKERS": "2", "CDS_THREADS": "4",
@@ -142,18 +121,9 @@ def test_real_gunicorn_under_concurrent_mixed_load(tmp_path: Path, keys: Keys, t
         return session.request(method, base + path, data=data, headers=headers, timeout=30)
 
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
+        wait_ready(server, f"{base}/readyz", log_path)
 
-        workers = _workers(server.pid)
+        workers = children(server.pid)
         assert len(workers) == 2, workers
         with requests.Session() as session:
             alone = [_normalized(send(session, i)) for i in range(len(samples))]
@@ -191,16 +161,11 @@ def test_real_gunicorn_under_concurrent_mixed_load(tmp_path: Path, keys: Keys, t
         total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                     if line.startswith("cds_http_requests_total{"))
         assert total >= done + len(samples), total  # every worker's numbers, added up
-        assert _workers(server.pid) == workers, "a worker died and was replaced"
+        assert children(server.pid) == workers, "a worker died and was replaced"
         print(f"\n{done} concurrent requests in {elapsed:.1f} s ({done / elapsed:.0f}/s), statuses {statuses}, "
               f"auth {'on (Redis replay store)' if secured else 'off'}")
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         log.close()
     text = log_path.read_text()
     for sign in ("WORKER TIMEOUT", "Worker exited", "was sent SIGKILL", "Traceback", "internal_error"):

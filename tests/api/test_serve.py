@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
 
 import requests
 
-from tests.api.test_concurrency import _free_port
 from tests.conftest import ROOT
+from tests.servers import free_port, stop
 
 
 def _serve(*args: str, **env: str) -> subprocess.Popen:
@@ -24,7 +23,7 @@ def _serve(*args: str, **env: str) -> subprocess.Popen:
 
 
 def test_serve_prints_where_it_listens_and_a_curl_that_works() -> None:
-    port = _free_port()
+    port = free_port()
     server = _serve("--port", str(port), CDS_AUTH="off")
     try:
         lines: list[str] = []
@@ -43,23 +42,18 @@ def test_serve_prints_where_it_listens_and_a_curl_that_works() -> None:
         assert response.status_code == 200, response.text
         assert response.json()["cards"][0]["indicator"] == "critical"
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()
+        stop(server)
 
 
 def test_serve_refuses_auth_off_on_a_public_address() -> None:
-    server = _serve("--host", "0.0.0.0", "--port", str(_free_port()), CDS_AUTH="off")
+    server = _serve("--host", "0.0.0.0", "--port", str(free_port()), CDS_AUTH="off")
     _out, err = server.communicate(timeout=60)
     assert server.returncode == 2
     assert "loopback" in err
 
 
 def test_serve_with_auth_on_needs_trusted_clients() -> None:
-    server = _serve("--port", str(_free_port()))
+    server = _serve("--port", str(free_port()))
     _out, err = server.communicate(timeout=60)
     assert server.returncode == 2
     assert "CDS_TRUSTED_CLIENTS" in err

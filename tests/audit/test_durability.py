@@ -24,6 +24,8 @@ from cds.errors import StoreUnavailable
 from tests.audit.bundles import sciatica
 from tests.audit.conftest import AS_OF, RULESET
 from tests.audit.writer import synthetic_record
+from tests.servers import children, free_port, wait_ready
+from tests.servers import stop as stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,23 +74,6 @@ def test_the_service_answers_503_with_an_operation_outcome(store: AuditStore, ev
     assert "patient" not in body and "recommendations" not in body
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -100,7 +85,7 @@ def test_a_worker_killed_mid_load_loses_no_answered_evaluation(make_store, tmp_p
         pytest.skip("deploy/gunicorn.conf.py is not in this tree")
     url, schema = make_store.location()
     store = make_store.open(url, schema)  # migrated before the workers start
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CDS_AUTH": "off", "CDS_BIND": f"127.0.0.1:{port}", "CDS_DATABASE_URL": url,
            "CDS_AUDIT_SCHEMA": schema or "", "CDS_WORKERS": "2", "CDS_THREADS": "4", "CDS_RULESET": str(RULESET),
            "CDS_LOG_LEVEL": "warning", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
@@ -136,22 +121,12 @@ def test_a_worker_killed_mid_load_loses_no_answered_evaluation(make_store, tmp_p
                     failures.append(type(exc).__name__)
 
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(server, f"{base}/readyz", tmp_path / "server.log")
         threads = [threading.Thread(target=client) for _ in range(6)]
         for thread in threads:
             thread.start()
         time.sleep(1.5)
-        workers = _children(server.pid)
+        workers = sorted(children(server.pid))
         assert workers, "no gunicorn workers found"
         before_kill = len(answered)
         os.kill(workers[0], signal.SIGKILL)
@@ -160,12 +135,7 @@ def test_a_worker_killed_mid_load_loses_no_answered_evaluation(make_store, tmp_p
         for thread in threads:
             thread.join(timeout=30)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
         log.close()
 
     assert before_kill > 0 and len(answered) > before_kill, (before_kill, len(answered), failures[:5])
