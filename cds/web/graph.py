@@ -109,7 +109,9 @@ def svg(evaluation: Mapping[str, Any], rule_titles: Mapping[str, str] | None = N
     """The graph as an inline ``<svg>`` element (empty evaluations get a short note)."""
     nodes = build(evaluation, rule_titles)
     if not nodes:
-        return Markup('<p class="muted">Nothing was answered, so there is nothing to draw.</p>')
+        return Markup('<svg xmlns="http://www.w3.org/2000/svg" width="420" height="40" role="img" '
+                      'font-family="sans-serif"><text x="8" y="24" font-size="13">Nothing was answered, so there '
+                      'is nothing to draw.</text></svg>')
     rows = max(n.row for n in nodes.values()) + 1
     columns = max(n.column for n in nodes.values()) + 1
     width = MARGIN * 2 + columns * BOX_W + (columns - 1) * COL_GAP

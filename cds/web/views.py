@@ -233,6 +233,16 @@ def audit_evaluation(evaluation_id: str) -> str:
                            picture=graph.svg(trace, titles), titles=titles)
 
 
+@bp.get("/audit/evaluations/<evaluation_id>/graph.svg")
+@requires("auditor")
+def audit_graph(evaluation_id: str) -> Response:
+    """The derivation graph alone, at full size (the page fits it to its width)."""
+    _audit_log()
+    trace = web().store.get_evaluation(evaluation_id)
+    picture = graph.svg(trace, web().review.rule_titles)
+    return Response(str(picture), mimetype="image/svg+xml")
+
+
 @bp.get("/audit/rules")
 @requires("auditor")
 def audit_rules() -> str:

@@ -152,6 +152,7 @@ def test_alerts_stand_apart_and_a_card_is_accepted(browser: Any, served: Served)
     assert first.find_element(By.CSS_SELECTOR, ".outcome").text.startswith("Accepted")
     browser.execute_script("window.scrollTo(0, 0)")
     screenshot(browser, "04-review-alerts")
+    served.state["alerts"] = browser.current_url.rsplit("/", 1)[1].split("#")[0]
 
 
 def test_review_start_lists_recent_evaluations_of_a_patient(browser: Any, served: Served) -> None:
@@ -233,6 +234,27 @@ def test_auditor_sees_rule_usage_chain_status_and_downloads_the_export(browser: 
     assert any(r["resourceType"] == "Provenance" for r in resources)
     # Without the session the export is not served.
     assert "/web/sign-in" in requests.get(url, timeout=30, allow_redirects=False).headers.get("Location", "")
+
+
+def test_auditor_graph_of_a_pathway_reaches_from_alert_and_suggestions_to_the_record(browser: Any,
+                                                                                      served: Served) -> None:
+    if "alerts" not in served.state:
+        test_alerts_stand_apart_and_a_card_is_accepted(browser, served)
+    sign_in(browser, served, "bob", start=f"/web/audit/evaluations/{served.state['alerts']}")
+    graph = browser.find_element(By.CSS_SELECTOR, "#derivation-graph svg")
+    kinds = [g.get_attribute("class") for g in graph.find_elements(By.CSS_SELECTOR, "g.node")]
+    assert "node node-alert" in kinds and "node node-routine" in kinds and "node node-input" in kinds
+    assert kinds.count("node node-derived") >= 3
+    headings = [t.get_attribute("textContent") for t in graph.find_elements(By.CSS_SELECTOR, "svg > text")]
+    assert headings[0] == "Answered" and headings[-1] == "Patient record" and "Derived facts" in headings
+    browser.execute_script("arguments[0].scrollIntoView()", graph)
+    screenshot(browser, "12-audit-graph-pathway")
+    fitted_width = graph.size["width"]
+    browser.find_element(By.ID, "graph-full-size").click()
+    wait(browser).until(ec.url_contains("/graph.svg"))
+    full = browser.find_element(By.CSS_SELECTOR, "svg")
+    assert full.size["width"] >= fitted_width
+    assert len(full.find_elements(By.CSS_SELECTOR, "g.node")) == len(kinds)
 
 
 def test_roles_keep_clinicians_out_of_auditor_pages(browser: Any, served: Served) -> None:
