@@ -159,7 +159,7 @@ def review_submit() -> Any:
         review = web().review
         return render_template("review_start.html", patient=None, found=None, error=error.diagnostics,
                                pasted=pasted, mine=review.recent(user=user.practitioner, limit=10)), error.status
-    get_logger().info("web_evaluation", user=user.name)
+    get_logger().info("web_evaluation")  # who and what are in the audit trail, not the log
     return redirect(url_for("web.review_page", evaluation_id=evaluation_id))
 
 
@@ -183,7 +183,7 @@ def review_feedback(evaluation_id: str) -> Any:
     except InputError as error:
         flash(f"Not recorded: {error.message}", "error")
         return redirect(url_for("web.review_page", evaluation_id=evaluation_id, _anchor=f"card-{card}"))
-    get_logger().info("web_feedback", user=user.name, outcome=outcome)
+    get_logger().info("web_feedback", outcome=outcome)
     flash("Override recorded." if outcome == "overridden" else "Accepted: recorded.", "ok")
     return redirect(url_for("web.review_page", evaluation_id=evaluation_id, _anchor=f"card-{card}"))
 

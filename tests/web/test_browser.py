@@ -116,6 +116,9 @@ def test_clinician_overrides_a_card_with_a_reason(browser: Any, served: Served) 
     card.find_element(By.CSS_SELECTOR, "details.override > summary").click()
     card.find_element(By.CSS_SELECTOR, "input[name=reason][value=patient-declined]").click()
     card.find_element(By.CSS_SELECTOR, "textarea[name=comment]").send_keys("Declines transfer tonight; safety-netted")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                           card.find_element(By.CSS_SELECTOR, "details.override"))
+    screenshot(browser, "03-review-override-form")
     card.find_element(By.CSS_SELECTOR, "button.override-submit").click()
     flash = wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".flash-ok")))
     assert flash.text == "Override recorded."
@@ -129,7 +132,7 @@ def test_clinician_overrides_a_card_with_a_reason(browser: Any, served: Served) 
     assert [(f["card"], f["outcome"], f["overrideReason"]["code"]) for f in trace["feedback"]] == [
         (uuid, "overridden", "patient-declined")]
     browser.execute_script("arguments[0].scrollIntoView()", card)
-    screenshot(browser, "03-review-override")
+    screenshot(browser, "03-review-override-recorded")
 
 
 def test_alerts_stand_apart_and_a_card_is_accepted(browser: Any, served: Served) -> None:

@@ -194,3 +194,38 @@ def test_graph_and_chart_escape_what_the_record_says() -> None:
     bars = str(chart.svg([{"rule": hostile, "title": hostile, "firings": 3, "cards": 2, "accepted": 1,
                            "overridden": 1, "acceptanceRate": 0.5, "overrideRate": 0.5}]))
     assert "<script>" not in bars and "50% / 50% of 2" in bars
+
+
+def test_a_tampered_trail_shows_broken_on_the_chain_and_evaluation_pages(forms: FormClient) -> None:
+    from sqlalchemy import text
+
+    forms.sign_in("carol")
+    first = evaluate(forms)
+    second = evaluate(forms, SAMPLES / "57-epidural-candidate-on-apixaban.json")
+    assert "Verified." in forms.get("/web/audit/chain").get_data(as_text=True)
+    store = forms.app.extensions["cds_web"].store
+    with store.engine.begin() as conn:   # hide the emergency from a triage filter
+        conn.execute(text("UPDATE audit_evaluation SET triage = 'routine' WHERE id = :id"), {"id": first})
+    chain = forms.get("/web/audit/chain").get_data(as_text=True)
+    assert "BROKEN at seq 1" in chain and "index altered" in chain
+    page = forms.get(f"/web/audit/evaluations/{first}").get_data(as_text=True)
+    assert "Not verifiable." in page and "chain-broken" in page
+    later = forms.get(f"/web/audit/evaluations/{second}").get_data(as_text=True)
+    assert "Not verifiable." in later   # a record after the break cannot be trusted either
+
+
+def test_the_users_command_prints_a_line_the_service_accepts(tmp_path: Path, monkeypatch: Any,
+                                                            capsys: Any) -> None:
+    from cds.web import users as users_module
+
+    answers = iter(["a pass phrase of length", "a pass phrase of length"])
+    monkeypatch.setattr(users_module.getpass, "getpass", lambda _prompt: next(answers))
+    assert users_module.main(["dana", "--role", "clinician", "--role", "auditor"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("dana auditor,clinician scrypt:") and "a pass phrase" not in line
+    path = tmp_path / "users.txt"
+    path.write_text(line + "\n")
+    dana = Users.load(path).authenticate("dana", "a pass phrase of length")
+    assert dana is not None and dana.has("clinician") and dana.has("auditor")
+    answers = iter(["one password here", "another password"])
+    assert users_module.main(["erin", "--role", "clinician"]) == 2
