@@ -39,6 +39,10 @@ def register(app: Flask, config: Any, services: Any, metrics: Any = None) -> Int
     runtime.service.worklist_url = f"{base_url}/worklist"
     app.extensions[EXTENSION] = runtime
     app.register_blueprint(_blueprint(runtime))
+    if getattr(config, "web_users", None):
+        from cds.intake.web import worklist_pages
+
+        app.register_blueprint(worklist_pages(runtime))  # /web/worklist, on the web pages' sign-in
     return runtime
 
 

@@ -252,7 +252,8 @@ class IntakeService:
                 worklist.append(card)
                 # It stands for no item of this evaluation, so feedback on it counts for no rule.
                 views.append({"uuid": card["uuid"], "summary": card["summary"], "indicator": card["indicator"],
-                              "actions": ["withdrawn"], "items": [], "rules": [], "suggestions": []})
+                              "actions": ["withdrawn"], "items": [], "rules": [],
+                              "suggestions": [s["uuid"] for s in card["suggestions"]]})
             built.update(items=after_items, change=change, worklist=worklist)
             return views
 
@@ -297,14 +298,19 @@ class IntakeService:
     def read(self, client: Client, rtype: str, rid: str, version: int | None = None) -> dict[str, Any] | None:
         return self.store.resource(client.iss, rtype, rid, version)
 
-    def worklist(self, client: Client, *, include_acknowledged: bool = False, limit: int = 200) -> dict[str, Any]:
-        """Patients whose suggestions changed, most urgent first, each with what changed and why."""
-        patients: dict[str, dict[str, Any]] = {}
-        for item in self.store.worklist(client.iss, include_acknowledged=include_acknowledged, limit=limit):
+    def worklist(self, client: Client | None, *, include_acknowledged: bool = False,
+                 limit: int = 200) -> dict[str, Any]:
+        """Patients whose suggestions changed, most urgent first, each with what changed and why
+        (one client's patients, or every client's for the clinicians' page: ``client`` None)."""
+        patients: dict[tuple[str, str], dict[str, Any]] = {}
+        for item in self.store.worklist(client.iss if client else None, include_acknowledged=include_acknowledged,
+                                        limit=limit):
             ref = f"Patient/{item['patient_id']}"
-            entry = patients.setdefault(ref, {"patient": ref, "triage": item["current_triage"],
-                                              "urgency": changes.TRIAGE_ORDER[item["urgency_rank"]],
-                                              "changes": []})
+            entry = patients.setdefault((item["client"], ref), {
+                "patient": ref, "triage": item["current_triage"],
+                "urgency": changes.TRIAGE_ORDER[item["urgency_rank"]], "changes": []})
+            if client is None:
+                entry["client"] = item["client"]
             cards = []
             for card in item["cards"]:
                 outcomes = item["feedback"].get(card["uuid"], [])
@@ -338,6 +344,8 @@ def _withdrawal_card(withdrawn: list[dict[str, Any]]) -> dict[str, Any]:
     return {"uuid": str(uuid.uuid4()),
             "summary": card_views._summary("No longer suggested: " + "; ".join(i["title"] for i in withdrawn)),
             "indicator": "warning" if serious else "info", "detail": "\n".join(lines),
+            # Accepting it says "seen": CDS Hooks feedback accepts named suggestions.
+            "suggestions": [{"label": "Noted: no longer suggested", "uuid": str(uuid.uuid4()), "isRecommended": True}],
             "source": {"label": "Spine CDS re-evaluation after new data",
                        "topic": {"system": WITHDRAWN_SYSTEM, "code": "withdrawn",
                                  "display": "Suggestion withdrawn"}},

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, and_, delete, exists, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, delete, exists, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cds.audit.database import SQLITE_BEGIN
@@ -217,16 +217,19 @@ class RecordStore:
             raise StoreUnavailable("the patient record cannot be read; try again later") from exc
         return json.loads(text) if text is not None else None
 
-    def worklist(self, client: str, *, include_acknowledged: bool = False, limit: int = 200) -> list[dict[str, Any]]:
+    def worklist(self, client: str | None, *, include_acknowledged: bool = False,
+                 limit: int = 200) -> list[dict[str, Any]]:
         """Changed evaluations, most urgent first, with each card's feedback (from the audit trail)."""
         open_card = exists().where(and_(WorklistCard.evaluation_id == Evaluation.id,
                                         ~exists().where(Feedback.card == WorklistCard.card)))
         query = (select(Evaluation.__table__, Patient.patient_id, Patient.triage.label("current_triage"))
                  .join(Patient, Patient.id == Evaluation.patient_pk)
-                 .where(Evaluation.client == client, Evaluation.changed.is_(True))
+                 .where(Evaluation.changed.is_(True))
                  .order_by(Evaluation.urgency_rank, Evaluation.evaluated_at.desc()).limit(limit))
+        if client is not None:
+            query = query.where(Evaluation.client == client)
         if not include_acknowledged:
-            query = query.where(or_(open_card))
+            query = query.where(open_card)
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
