@@ -98,7 +98,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The app on a real socket on 127.0.0.1 (werkzeug, threaded), for the browser."""
     directory = tmp_path_factory.mktemp("web")
-    app = create_app(web_config(directory))
+    app = create_app(web_config(directory, CDS_LOG_LEVEL="info"))   # the sign-in test reads the log
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="web-test-server", daemon=True)
     thread.start()

@@ -76,7 +76,8 @@ def test_sign_in_is_required_and_the_password_stays_out_of_pages_and_logs(browse
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     assert PASSWORDS["alice"] not in browser.page_source
     logs = capfd.readouterr()
-    assert "web_sign_in" in logs.err                                      # the sign-in is logged ...
+    assert '"event": "web_sign_in_refused"' in logs.err                  # the refusal and the sign-in are
+    assert '"event": "web_sign_in"' in logs.err and '"user": "alice"' in logs.err  # logged ...
     assert PASSWORDS["alice"] not in logs.out + logs.err                  # ... without the password
     assert "not her password" not in logs.out + logs.err
     assert "scrypt:" not in logs.out + logs.err and "scrypt:" not in browser.page_source
