@@ -44,7 +44,7 @@ import structlog
 from cds.api import cards as card_views
 from cds.audit.recording import Caller as AuditCaller
 from cds.audit.recording import evaluate_and_record
-from cds.errors import CdsError, InputError
+from cds.errors import CdsError
 from cds.evaluation import Evaluator
 from cds.evaluation.ports import AuditSink
 from cds.fhir.normalize import Normalizer
@@ -373,4 +373,4 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-__all__ = ["Client", "IntakeService", "InputError", "Outcome", "PostResult"]
+__all__ = ["Client", "IntakeService", "Outcome", "PostResult"]
