@@ -145,10 +145,15 @@ def _post(url: str, body: bytes, token: str | None) -> bytes:
 
 
 def run(request_body: dict[str, Any], *, seconds: int = 8, connections: int = 16, workers: int = 2,
-        threads: int = 4, max_rate: int = 2500) -> dict[str, Any]:
-    """Bare floor, then the service with audit on SQLite and on PostgreSQL."""
+        threads: int = 4, rounds: int = 4, max_rate: int = 1500) -> dict[str, Any]:
+    """The service (audit in memory, on SQLite, on PostgreSQL) and the bare
+    floor, all running at once and measured in alternating slices of
+    ``seconds / rounds``: a neighbour's load on this shared machine then
+    falls on every side alike."""
     if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed (apt-get install wrk)"}
+    from contextlib import ExitStack
+
     from cds.audit import AuditStore
 
     work = Path(tempfile.mkdtemp(prefix="cds-bench-http-"))
@@ -160,53 +165,61 @@ def run(request_body: dict[str, Any], *, seconds: int = 8, connections: int = 16
     common = {"CDS_WORKERS": str(workers), "CDS_THREADS": str(threads), "CDS_LOG_LEVEL": "warning",
               "CDS_REDIS_URL": os.environ.get("CDS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
               "CDS_REDIS_PREFIX": f"cds-bench-{os.getpid()}:"}
-    results: dict[str, Any] = {"config": {"workers": workers, "threads": threads, "connections": connections,
-                                          "seconds": seconds, "request_bytes": len(body), "load": "wrk"}}
+    slice_seconds = max(1, seconds // rounds)
+    results: dict[str, Any] = {"config": {
+        "workers": workers, "threads": threads, "connections": connections, "seconds": slice_seconds * rounds,
+        "rounds": rounds, "request_bytes": len(body), "load": "wrk, one slice per side per round, sides alternating",
+        "latency": "p50/p99: median over the slices of each slice's percentile"}}
     schema = f"bench_{os.getpid()}"
     # memory: no audit store at all, to show what the durable record costs
     stores = {"memory": (None, None), "sqlite": (f"sqlite:///{work / 'audit.db'}", None),
               "postgresql": (POSTGRES_URL, schema)}
-    answer_bytes = 0
     try:
         import psycopg
 
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        for name, (url, schema_name) in stores.items():
-            if url:
-                AuditStore.open(url, schema=schema_name).close()  # migrated before workers start
-            port = free_port()  # the token audience names it
-            env = {**common, "CDS_AUTH": "on", "CDS_TRUSTED_CLIENTS": str(client.trusted),
-                   "CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-                   "CDS_DATABASE_URL": url or "", "CDS_AUDIT_SCHEMA": schema_name or ""}
-            with server(env, work / f"{name}.log", port=port) as base:
+        with ExitStack() as stack:
+            bases: dict[str, str] = {}
+            answer = b""
+            for name, (url, schema_name) in stores.items():
+                if url:
+                    AuditStore.open(url, schema=schema_name).close()  # migrated before workers start
+                port = free_port()  # the token audience names it
+                env = {**common, "CDS_AUTH": "on", "CDS_TRUSTED_CLIENTS": str(client.trusted),
+                       "CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+                       "CDS_DATABASE_URL": url or "", "CDS_AUDIT_SCHEMA": schema_name or ""}
+                base = stack.enter_context(server(env, work / f"{name}.log", port=port))
                 answer = _post(base + path, body, client.token(base + path))
                 assert b'"cards"' in answer, answer[:300]
-                tokens = work / f"tokens-{name}.txt"
-                tokens.write_text("\n".join(client.token(base + path) for _ in range(max_rate * seconds)) + "\n")
-                result = wrk(base, path, body_file, tokens, seconds=seconds, connections=connections)
-            answer_bytes = len(answer)
-            result["cards"] = len(json.loads(answer)["cards"])
+                bases[f"service_audit_{name}"] = base
+            bare_env = {**common, "CDS_AUTH": "off", "CDS_BENCH_ANSWER_BYTES": str(len(answer))}
+            bases["bare_flask"] = stack.enter_context(server(bare_env, work / "bare.log",
+                                                             app="bench.bare_app:create_app()"))
+            assert len(_post(bases["bare_flask"] + path, body, None)) == len(answer)
+            slices: dict[str, list[dict[str, Any]]] = {name: [] for name in bases}
+            for round_number in range(rounds):
+                for name, base in bases.items():
+                    tokens = work / f"tokens-{name}-{round_number}.txt"
+                    count = 0 if name == "bare_flask" else max_rate * slice_seconds
+                    tokens.write_text("".join(client.token(base + path) + "\n" for _ in range(count)))
+                    slices[name].append(wrk(base, path, body_file, tokens, seconds=slice_seconds,
+                                            connections=connections))
+        for name, parts in slices.items():
+            results[name] = _merge(parts)
+        results["bare_flask"]["answer_bytes"] = len(answer)
+        for name, (url, schema_name) in stores.items():
+            row = results[f"service_audit_{name}"]
+            row["cards"] = len(json.loads(answer)["cards"])
+            row["ratio_to_bare"] = round(row["requests_per_second"] / results["bare_flask"]["requests_per_second"], 3)
             if url:
                 store = AuditStore.open(url, schema=schema_name)
                 try:
                     report = store.verify()
-                    result["audit_chain_ok"] = bool(report.ok)
-                    result["audit_records"] = int(report.head_seq)
+                    row["audit_chain_ok"] = bool(report.ok)
+                    row["audit_records"] = int(report.head_seq)
                 finally:
                     store.close()
-            results[f"service_audit_{name}"] = result
-        bare_env = {**common, "CDS_AUTH": "off", "CDS_BENCH_ANSWER_BYTES": str(answer_bytes)}
-        empty = work / "no-tokens.txt"
-        empty.write_text("")
-        with server(bare_env, work / "bare.log", app="bench.bare_app:create_app()") as base:
-            assert len(_post(base + path, body, None)) == answer_bytes
-            results["bare_flask"] = wrk(base, path, body_file, empty, seconds=seconds, connections=connections)
-        results["bare_flask"]["answer_bytes"] = answer_bytes
-        for name in stores:
-            service = results[f"service_audit_{name}"]
-            service["ratio_to_bare"] = round(service["requests_per_second"]
-                                             / results["bare_flask"]["requests_per_second"], 3)
     finally:
         try:
             import psycopg
@@ -219,3 +232,15 @@ def run(request_body: dict[str, Any], *, seconds: int = 8, connections: int = 16
     return results
 
 
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    import statistics
+
+    seconds = sum(p["requests"] / p["requests_per_second"] for p in parts if p["requests_per_second"])
+    requests = sum(p["requests"] for p in parts)
+    return {"requests_per_second": round(requests / seconds, 1) if seconds else 0.0,
+            "p50_ms": round(statistics.median(p["p50_ms"] for p in parts), 2),
+            "p90_ms": round(statistics.median(p["p90_ms"] for p in parts), 2),
+            "p99_ms": round(statistics.median(p["p99_ms"] for p in parts), 2),
+            "requests": requests, "non_2xx": sum(p["non_2xx"] for p in parts),
+            "socket_errors": sum(p["socket_errors"] for p in parts),
+            "per_slice_requests_per_second": [p["requests_per_second"] for p in parts]}
