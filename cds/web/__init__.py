@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cds.api.service import Api
     from cds.audit import AuditStore
     from cds.bootstrap import Config
+    from cds.web.chain import ChainStatus
     from cds.web.review import Review
     from cds.web.users import Users
 
@@ -32,6 +33,7 @@ class WebRuntime:
     review: Review
     store: AuditStore
     users: Users
+    chain: ChainStatus
 
 
 def install(app: Flask, config: Config, api: Api, audit: Any) -> None:
@@ -39,6 +41,7 @@ def install(app: Flask, config: Config, api: Api, audit: Any) -> None:
     from cds.api.logs import get_logger
     from cds.audit import AuditStore
     from cds.bootstrap import ConfigError
+    from cds.web.chain import ChainStatus
     from cds.web.review import Review
     from cds.web.users import Users
     from cds.web.views import bp
@@ -63,5 +66,5 @@ def install(app: Flask, config: Config, api: Api, audit: Any) -> None:
         SESSION_COOKIE_PATH="/web",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
     )
-    app.extensions["cds_web"] = WebRuntime(Review(api, audit), audit, users)
+    app.extensions["cds_web"] = WebRuntime(Review(api, audit), audit, users, ChainStatus(audit))
     app.register_blueprint(bp)

@@ -220,13 +220,8 @@ def audit_list() -> str:
 @requires("auditor")
 def audit_evaluation(evaluation_id: str) -> str:
     _audit_log()
-    store = web().store
-    trace = store.get_evaluation(evaluation_id)
-    report = store.verify()
-    seq = trace["chain"]["seq"]
-    problem = report.problem
-    chain = {"ok": problem is None or problem.seq > seq, "whole": report.ok, "report": report.as_dict(),
-             "seq": seq}
+    trace = web().store.get_evaluation(evaluation_id)
+    chain = web().chain.of_record(trace)
     view = web().review.open(evaluation_id)
     titles = web().review.rule_titles
     return render_template("audit_evaluation.html", trace=trace, view=view, chain=chain,
@@ -266,8 +261,7 @@ def audit_rules() -> str:
 @requires("auditor")
 def audit_chain() -> str:
     _audit_log()
-    store = web().store
-    report = store.verify()
+    report = web().chain.fresh()
     return render_template("audit_chain.html", report=report.as_dict(), problem=report.problem)
 
 

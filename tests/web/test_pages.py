@@ -214,6 +214,20 @@ def test_a_tampered_trail_shows_broken_on_the_chain_and_evaluation_pages(forms: 
     assert "Not verifiable." in later   # a record after the break cannot be trusted either
 
 
+def test_an_altered_record_is_caught_on_its_own_page_without_a_fresh_chain_walk(forms: FormClient) -> None:
+    from sqlalchemy import text
+
+    forms.sign_in("carol")
+    evaluation = evaluate(forms)
+    assert "Intact." in forms.get(f"/web/audit/evaluations/{evaluation}").get_data(as_text=True)
+    store = forms.app.extensions["cds_web"].store
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_record SET content = REPLACE(content, '\"triage\":\"emergency\"', "
+                          "'\"triage\":\"routine\"') WHERE record_id = :id"), {"id": evaluation})
+    page = forms.get(f"/web/audit/evaluations/{evaluation}").get_data(as_text=True)   # the kept report is recent
+    assert "no longer matches its hash" in page and "chain-broken" in page
+
+
 def test_the_users_command_prints_a_line_the_service_accepts(tmp_path: Path, monkeypatch: Any,
                                                             capsys: Any) -> None:
     from cds.web import users as users_module
