@@ -17,6 +17,7 @@ and the audit store. No Flask here.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, timedelta
@@ -29,7 +30,7 @@ from cds.api.service import SERVICES, Api
 from cds.audit import AuditStore
 from cds.audit.records import card_rules
 from cds.domain.facts import urgency_rank
-from cds.errors import InputError, NotFound
+from cds.errors import CdsError, InputError, NotFound
 from cds.evaluation.ports import EvaluationRecord, FeedbackRecord
 from cds.fhir import parse_json
 from cds.web.users import WebUser
@@ -49,6 +50,11 @@ def principal_for(user: WebUser) -> Principal:
 
 def hook_request(data: Any, user: WebUser, *, hook_instance: str | None = None) -> dict[str, Any]:
     """A patient-view request carrying one patient's Bundle as prefetch."""
+    return _hook_request(data, user, hook_instance)[0]
+
+
+def _hook_request(data: Any, user: WebUser, hook_instance: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The request, and where each prefetch place came from in the pasted Bundle (for error messages)."""
     if not isinstance(data, dict) or data.get("resourceType") not in ("Bundle", "Patient"):
         raise InputError("expected a FHIR Bundle (resourceType 'Bundle') with the patient's record",
                          where="resourceType")
@@ -64,23 +70,41 @@ def hook_request(data: Any, user: WebUser, *, hook_instance: str | None = None) 
         raise InputError("the Patient needs an id (it becomes context.patientId)",
                          where=f"entry[{entries.index(patients[0])}].resource.id")
     prefetch: dict[str, Any] = {"patient": patient}
+    origin = {"prefetch.patient": f"entry[{entries.index(patients[0])}]",
+              "context.patientId": f"entry[{entries.index(patients[0])}].resource.id"}
     by_type = {rtype: key for key, (_query, rtype) in PREFETCH.items()}
     groups: dict[str, list[Any]] = {key: [] for key in PREFETCH if key != "patient"}
-    others: list[Any] = []
-    for entry in entries:
+    groups["other"] = []
+    for index, entry in enumerate(entries):
         if entry is patients[0]:
             continue
         resource = entry.get("resource") if isinstance(entry, dict) else None
         key = by_type.get(str(resource.get("resourceType"))) if isinstance(resource, dict) else None
-        (groups[key] if key and key != "patient" else others).append(entry)
+        # Resources of other types (or malformed entries) still reach the evaluator
+        # under "other": it ignores what it does not read and names what is wrong.
+        group = groups[key if key and key != "patient" else "other"]
+        origin[f"prefetch.{key if key and key != 'patient' else 'other'}.entry[{len(group)}]"] = f"entry[{index}]"
+        group.append(entry)
     for key, items in groups.items():
-        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": items} if items else None
-    if others:
-        # Resources of other types (or malformed entries) still reach the
-        # evaluator, which ignores what it does not read and names what is wrong.
-        prefetch["other"] = {"resourceType": "Bundle", "type": "collection", "entry": others}
-    return {"hook": "patient-view", "hookInstance": hook_instance or str(uuid.uuid4()),
-            "context": {"userId": user.practitioner, "patientId": patient["id"]}, "prefetch": prefetch}
+        if items or key != "other":
+            kind = "collection" if key == "other" else "searchset"
+            prefetch[key] = {"resourceType": "Bundle", "type": kind, "entry": items} if items else None
+    request = {"hook": "patient-view", "hookInstance": hook_instance or str(uuid.uuid4()),
+               "context": {"userId": user.practitioner, "patientId": patient["id"]}, "prefetch": prefetch}
+    return request, origin
+
+
+_PREFETCH_PLACE = re.compile(r"prefetch\.\w+(?:\.entry\[\d+\])?|context\.patientId")
+
+
+def _in_bundle_terms(error: CdsError, origin: dict[str, str]) -> None:
+    """Name the place in the pasted Bundle, not in the prefetch made from it."""
+    def swap(text: str) -> str:
+        return _PREFETCH_PLACE.sub(lambda m: origin.get(m.group(0), m.group(0)), text)
+
+    error.message = swap(error.message)
+    error.where = swap(error.where) if error.where else error.where
+    error.args = (error.diagnostics,)
 
 
 class _KeepId:
@@ -158,12 +182,16 @@ class Review:
         raw = body.encode("utf-8") if isinstance(body, str) else body
         if not raw.strip():
             raise InputError("paste a FHIR Bundle or choose a file", where="bundle")
-        request = hook_request(parse_json(raw), user)
+        request, origin = _hook_request(parse_json(raw), user, None)
         keeper = _KeepId(self.store)
         # The same use case an EHR calls, with a sink that hands back the record id.
         api = Api(replace(self.api.services, audit=keeper), self.api.metrics, clients=self.api.clients,
                   fetcher=self.api.fetcher, now=self.api.now)
-        api.call_hook(PATIENT_VIEW, request, principal_for(user))
+        try:
+            api.call_hook(PATIENT_VIEW, request, principal_for(user))
+        except CdsError as error:
+            _in_bundle_terms(error, origin)
+            raise
         if keeper.evaluation_id is None:  # pragma: no cover - call_hook records before it returns
             raise NotFound("the evaluation was not recorded")
         return keeper.evaluation_id

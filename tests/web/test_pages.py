@@ -92,7 +92,11 @@ def test_a_bad_bundle_is_named_on_the_page_and_nothing_is_lost(forms: FormClient
             assert body.replace('"', "&#34;") in text  # the pasted text is kept for correction
     bad_unit = RED_FLAG.read_text().replace('"valueBoolean": true', '"valueQuantity": {"value": 1, "unit": "kg"}', 1)
     answer = forms.post("/web/review", {"bundle": bad_unit})
-    assert answer.status_code == 400 and "entry" in answer.get_data(as_text=True)
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and "entry[1] Observation/obs-1" in text, text   # the pasted Bundle's place
+    assert "prefetch" not in text
+    answer = forms.post("/web/review", {"bundle": RED_FLAG.read_text().replace('"id": "pat-01"', '"id": "pat 01"')})
+    assert answer.status_code == 400 and "entry[0].resource.id" in answer.get_data(as_text=True)
     # A refused evaluation is recorded as failed, like any other channel's.
     failed = store.list_evaluations(outcome="error").items
     assert [e["client"] for e in failed] == ["cds-web:alice"]
