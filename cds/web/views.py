@@ -16,6 +16,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -71,7 +72,9 @@ def _headers(response: Response) -> Response:
 
 @bp.app_context_processor
 def _context() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "current_user": current_user}
+    # The observation-intake worklist (cds.intake.web) joins these pages when it is mounted.
+    return {"csrf_token": csrf_token, "current_user": current_user,
+            "worklist_on": "intake_web" in current_app.blueprints}
 
 
 @bp.errorhandler(CdsError)
