@@ -247,3 +247,26 @@ def test_the_users_command_prints_a_line_the_service_accepts(tmp_path: Path, mon
     assert dana is not None and dana.has("clinician") and dana.has("auditor")
     answers = iter(["one password here", "another password"])
     assert users_module.main(["erin", "--role", "clinician"]) == 2
+
+
+def test_the_evaluation_list_pages_and_filters(forms: FormClient) -> None:
+    from cds.web.users import WebUser
+
+    review = forms.app.extensions["cds_web"].review
+    dana = WebUser("dana", frozenset({"clinician"}))
+    alerts = SAMPLES / "57-epidural-candidate-on-apixaban.json"
+    for index in range(27):
+        review.evaluate_bundle((RED_FLAG if index % 3 else alerts).read_bytes(), dana)
+    forms.sign_in("bob")
+    first = forms.get("/web/audit/").get_data(as_text=True)
+    assert first.count('href="/web/audit/evaluations/') == 25 and "Next page" in first and "First page" not in first
+    next_url = re.search(r'href="([^"]+)" rel="next"', first).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+    second = forms.get(next_url).get_data(as_text=True)
+    assert second.count('href="/web/audit/evaluations/') == 2 and "Next page" not in second and "First page" in second
+    for query, count in (("triage=emergency", 18), ("triage=routine", 9),
+                         ("rule=safety/hold-anticoagulant-before-injection", 9),
+                         ("action=emergency-spine-surgery", 18), ("client=cds-web:dana", 25),
+                         ("client=cds-web:nobody", 0), ("patient=pat-57", 9), ("outcome=error", 0),
+                         ("since=2026-11-23", 0), ("until=2026-11-22", 25)):
+        page = forms.get(f"/web/audit/?{query}").get_data(as_text=True)
+        assert page.count('href="/web/audit/evaluations/') == min(count, 25), query
