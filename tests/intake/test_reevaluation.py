@@ -117,3 +117,29 @@ def test_when_the_audit_cannot_be_written_the_post_is_503_and_nothing_is_applied
     retried = intake.put(observation("o-ret", RETENTION))
     assert retried.status_code == 201 and retried.headers["ETag"] == 'W/"1"'
     assert intake.worklist()["patients"][0]["triage"] == "emergency"
+
+
+def test_when_the_record_cannot_be_written_after_the_audit_nothing_is_applied(intake, store, monkeypatch) -> None:
+    """The database failing between the two commits: 503, the post is not applied, and the trail
+    keeps one evaluation more than was applied (more, never fewer)."""
+    from sqlalchemy.exc import OperationalError
+
+    from cds.intake.store import RecordStore
+
+    intake.put(patient())
+    before = len(evaluations(store))
+    real_write = RecordStore._write
+
+    def failing_write(self, conn, *args):  # type: ignore[no-untyped-def]
+        real_write(self, conn, *args)  # written inside the transaction, then the disk fails
+        raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(RecordStore, "_write", failing_write)
+    answer = intake.put(observation("o-ret", RETENTION))
+    assert answer.status_code == 503 and answer.json["issue"][0]["code"] == "transient"
+    monkeypatch.undo()
+    assert intake.send("GET", "/fhir/Observation/o-ret").status_code == 404
+    assert intake.worklist()["patients"] == []  # the patient's only evaluation changed nothing
+    assert len(evaluations(store)) == before + 1
+    assert intake.put(observation("o-ret", RETENTION)).status_code == 201
+    assert intake.worklist()["patients"][0]["triage"] == "emergency"
