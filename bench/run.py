@@ -278,6 +278,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
                bottom=[http[k]["p50_ms"] for k in names], label="p99")
         ax.set_xticks(range(len(names)), [n.replace("service_audit_", "audit ") for n in names], rotation=15)
         ax.set_yscale("log")
+        ax.set_ylim(bottom=1)
         ax.set_title("4. HTTP latency, ms")
         ax.legend()
     ax = axes[1][2]
@@ -301,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=0.6, help="time per sample (both sides together)")
     parser.add_argument("--memory-evaluations", type=int, default=100_000)
     parser.add_argument("--http-seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the HTTP figures")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -334,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         from bench import http
 
         print("4. HTTP (wrk against gunicorn on loopback)", flush=True)
-        results["http"] = http.run(records.patient_view(), seconds=args.http_seconds)
+        results["http"] = http.run(records.patient_view(), seconds=args.http_seconds, workers=args.workers)
         for name, row in results["http"].items():
             if isinstance(row, dict) and "requests_per_second" in row:
                 print(f"  {name:28s} {row['requests_per_second']:8.1f}/s p50 {row['p50_ms']:8.2f} ms "
