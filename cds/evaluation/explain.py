@@ -40,7 +40,7 @@ def _groups(facts: list[Fact], key: Any) -> list[list[Fact]]:
 def _item(session: Session, group: list[Fact]) -> dict[str, Any]:
     ruleset = session.ruleset
     primary = group[0]
-    rule = next(r for r in ruleset.rules if r.id == primary.rule)
+    rule = _rules_by_id(ruleset)[primary.rule]
     action = str(primary.get("action"))
     because = [_node(session, fid) for fid in primary.because]
     for other in group[1:]:
@@ -70,6 +70,18 @@ def _item(session: Session, group: list[Fact]) -> dict[str, Any]:
     if also:
         item["alsoSuggestedBy"] = also
     return item
+
+
+_BY_ID: dict[str, dict[str, Any]] = {}
+
+
+def _rules_by_id(ruleset: Any) -> dict[str, Any]:
+    """Rules by id, built once per ruleset content (``key`` names the
+    content's sha256); an item used to scan the rules one by one."""
+    table = _BY_ID.get(ruleset.key)
+    if table is None:
+        table = _BY_ID[ruleset.key] = {r.id: r for r in ruleset.rules}
+    return table
 
 
 def _node(session: Session, fact_id: str) -> dict[str, Any]:
