@@ -154,7 +154,10 @@ class Api:
                 card=item["card"], outcome=item["outcome"], outcome_at=outcome_at,
                 accepted_suggestions=[s["id"] for s in item.get("acceptedSuggestions", [])],
                 override_reason=reason.get("reason"), user_comment=reason.get("userComment"),
-                client=principal.iss if principal else None)
+                client=principal.iss if principal else None,
+                # Who decided: the token's subject (CDS Hooks puts the user there; the web
+                # pages sign their own tokens with the clinician as subject).
+                user=principal.sub if principal else None)
             recorded.append({"card": item["card"], "id": str(self.audit.record_feedback(record))})
         return {"recorded": recorded}
 

@@ -23,7 +23,7 @@ def test_accepted_suggestions_are_stored_against_the_card(client, audit):
     stored = audit.feedback[-1]
     assert stored.card == card["uuid"] and stored.outcome == "accepted"
     assert stored.accepted_suggestions == [suggestion]
-    assert stored.client == "https://ehr.test/"
+    assert stored.client == "https://ehr.test/" and stored.user == "ehr-client"  # the token's subject
     assert stored.outcome_at.isoformat() == "2026-11-22T12:01:00+00:00"
 
 
