@@ -252,25 +252,33 @@ def token(name: str) -> None:
 
 @click.group("db")
 def db() -> None:
-    """The audit database schema (Alembic migrations shipped in the package)."""
+    """The database schema: the audit trail's and the observation intake's
+    Alembic histories, shipped in the package."""
+
+
+def _histories() -> dict[str, Any]:
+    from cds.audit.migrate import AUDIT
+    from cds.intake.migrate import INTAKE
+
+    return {"audit": AUDIT, "intake": INTAKE}
 
 
 @db.command("upgrade")
 @_database
 @_schema
-@click.option("--revision", default="head", show_default=True)
+@click.option("--revision", default="head", show_default=True, help="Audit revision (intake goes to head).")
 def upgrade(database: str | None, schema: str | None, revision: str) -> None:
-    """Migrate the audit store to REVISION (safe to run while workers start)."""
+    """Migrate the database (safe to run while workers start)."""
     from cds.audit.database import make_engine
-    from cds.audit.migrate import current_revision
-    from cds.audit.migrate import upgrade as run_upgrade
     from cds.audit.settings import AuditSettings
 
     settings = AuditSettings.from_env()
     engine = _run(lambda: make_engine(database or settings.database_url, schema=schema or settings.schema))
     try:
-        _run(lambda: run_upgrade(engine, revision))
-        click.echo(f"audit schema at revision {_run(lambda: current_revision(engine))}")
+        for name, history in _histories().items():
+            target = revision if name == "audit" else "head"
+            _run(lambda: history.upgrade(engine, target))  # noqa: B023 - called at once
+            click.echo(f"{name} schema at revision {_run(lambda: history.current_revision(engine))}")  # noqa: B023
     finally:
         engine.dispose()
 
@@ -279,15 +287,15 @@ def upgrade(database: str | None, schema: str | None, revision: str) -> None:
 @_database
 @_schema
 def current(database: str | None, schema: str | None) -> None:
-    """Print the audit schema revision (and the one this version needs)."""
+    """Print each schema's revision (and the one this version needs)."""
     from cds.audit.database import make_engine
-    from cds.audit.migrate import current_revision, head_revision
     from cds.audit.settings import AuditSettings
 
     settings = AuditSettings.from_env()
     engine = _run(lambda: make_engine(database or settings.database_url, schema=schema or settings.schema))
     try:
-        rev = _run(lambda: current_revision(engine))
+        for name, history in _histories().items():
+            rev = _run(lambda: history.current_revision(engine))  # noqa: B023 - called at once
+            click.echo(f"{name}: current {rev or '(empty)'}; this version needs {history.head_revision()}")
     finally:
         engine.dispose()
-    click.echo(f"current {rev or '(empty)'}; this version needs {head_revision()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -116,7 +117,7 @@ def test_a_worker_killed_mid_load_loses_no_answered_evaluation(make_store, tmp_p
                         assert payload["patient"] == f"Patient/{pid}"
                         with lock:
                             answered.append(payload["patient"])
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
                 with lock:
                     failures.append(type(exc).__name__)
 

@@ -57,3 +57,19 @@ def test_workers_starting_together_migrate_once(make_store) -> None:
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def test_db_upgrade_migrates_the_audit_and_the_intake_histories(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'both.sqlite3'}"
+    done = subprocess.run([sys.executable, "-m", "cds.cli", "db", "upgrade", "--database", url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    current = subprocess.run([sys.executable, "-m", "cds.cli", "db", "current", "--database", url],
+                             capture_output=True, text=True, timeout=120).stdout.splitlines()
+    assert [line.split(":")[0] for line in current] == ["audit", "intake"]
+    for line in current:
+        now, needed = line.split("current ")[1].split("; this version needs ")
+        assert now == needed
