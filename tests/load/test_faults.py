@@ -13,8 +13,8 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,47 +23,65 @@ import pytest
 from sqlalchemy import text
 
 from cds.audit import AuditStore
-from tests.load.harness import Load, gunicorn, sciatica
+from tests.load.harness import Load, free_port, gunicorn, sciatica
 
-POSTGRES_URL = os.environ.get("CDS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 pytestmark = pytest.mark.slow
 
 
-def _cluster() -> list[str]:
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if not versions or shutil.which("pg_ctlcluster") is None:
-        pytest.fail("this test stops and starts the local PostgreSQL cluster: pg_ctlcluster and "
-                    "/etc/postgresql are needed (Debian's postgresql package, as .ci/run expects)")
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"]
+class PrivatePostgres:
+    """A PostgreSQL server of our own (initdb in a temporary directory, a free
+    port), so stopping it disturbs nothing else on the machine: the shared
+    server at 127.0.0.1:5432 serves every other test, and other people's."""
 
+    def __init__(self, root: Path) -> None:
+        versions = sorted(os.listdir("/usr/lib/postgresql")) if os.path.isdir("/usr/lib/postgresql") else []
+        if not versions:
+            pytest.fail("this test runs a PostgreSQL server of its own: Debian's postgresql package is needed "
+                        "(as .ci/run expects)")
+        self.bin = Path("/usr/lib/postgresql") / versions[-1] / "bin"
+        # PostgreSQL refuses to run as root: as root, run it as the postgres user.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.data.mkdir()
+        if self.as_user:
+            # its data, log and socket directory belong to the user it runs as
+            os.chmod(root, 0o755)
+            shutil.chown(root, "postgres", "postgres")
+            shutil.chown(self.data, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
 
-def _postgres(action: str) -> None:
-    subprocess.run([*_cluster(), action, *(["-m", "fast"] if action == "stop" else [])], check=True,
-                   capture_output=True, timeout=60)
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
 
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "postgres.log"), "-w", "start")
 
-def _postgres_up(timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def running(self) -> bool:
         try:
-            with psycopg.connect(POSTGRES_URL, connect_timeout=2):
+            with psycopg.connect(self.url, connect_timeout=2):
                 return True
         except psycopg.OperationalError:
-            time.sleep(0.3)
-    return False
+            return False
 
 
 @pytest.fixture
-def pg_schema() -> Iterator[str]:
-    schema = f"cds_load_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
+def private_postgres() -> Iterator[PrivatePostgres]:
+    root = Path(tempfile.mkdtemp(prefix="cds-pg-"))
+    server = PrivatePostgres(root)
+    server.start()
     try:
-        yield schema
+        yield server
     finally:
-        if _postgres_up():
-            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-                admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        if server.running():
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _audited(url: str, schema: str | None) -> tuple[set[str], bool, str | None]:
@@ -77,35 +95,29 @@ def _audited(url: str, schema: str | None) -> tuple[set[str], bool, str | None]:
         store.close()
 
 
-def test_postgres_stopped_under_load_fails_closed_then_recovers_by_itself(pg_schema: str, tmp_path: Path) -> None:
-    _cluster()
-    AuditStore.open(POSTGRES_URL, schema=pg_schema).close()  # migrated before the workers start
-    env = {"CDS_DATABASE_URL": POSTGRES_URL, "CDS_AUDIT_SCHEMA": pg_schema}
+def test_postgres_stopped_under_load_fails_closed_then_recovers_by_itself(private_postgres: PrivatePostgres,
+                                                                         tmp_path: Path) -> None:
+    postgres = private_postgres
+    AuditStore.open(postgres.url).close()  # migrated before the workers start
     stopped_at = started_at = recovered_at = None
-    with gunicorn(env, tmp_path) as server:
+    with gunicorn({"CDS_DATABASE_URL": postgres.url}, tmp_path) as server:
         load = Load(server.base, sciatica, threads=4, max_calls=20_000, pause=0.01)
-        try:
-            with load.running():
-                time.sleep(2.0)
-                assert load.statuses().get(200, 0) > 0, load.statuses()
-                _postgres("stop")
-                stopped_at = time.monotonic()
-                time.sleep(4.0)
-                started_at = time.monotonic()
-                _postgres("start")
-                assert _postgres_up(), "PostgreSQL did not come back"
-                deadline = time.monotonic() + 45
-                while time.monotonic() < deadline:
-                    recent = [o for o in load.outcomes[-20:] if o.at > started_at]
-                    if len(recent) >= 20 and all(o.status == 200 for o in recent):
-                        recovered_at = time.monotonic()
-                        break
-                    time.sleep(0.5)
-                time.sleep(2.0)
-        finally:
-            if not _postgres_up(timeout=3):
-                _postgres("start")  # never leave it stopped
-                _postgres_up()
+        with load.running():
+            time.sleep(2.0)
+            assert load.statuses().get(200, 0) > 0, load.statuses()
+            postgres.stop()
+            stopped_at = time.monotonic()
+            time.sleep(4.0)
+            started_at = time.monotonic()
+            postgres.start()
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline:
+                recent = [o for o in load.outcomes[-20:] if o.at > started_at]
+                if len(recent) >= 20 and all(o.status == 200 for o in recent):
+                    recovered_at = time.monotonic()
+                    break
+                time.sleep(0.5)
+            time.sleep(2.0)
         log = server.log.read_text()
 
     assert recovered_at is not None, f"the service did not recover by itself: {load.statuses()} {log[-2000:]}"
@@ -119,7 +131,7 @@ def test_postgres_stopped_under_load_fails_closed_then_recovers_by_itself(pg_sch
     assert not unexpected, f"only answers or 503 are allowed: {load.statuses()}"
     after = [o for o in load.outcomes if o.at > recovered_at]
     assert after and all(o.status == 200 for o in after), load.statuses()
-    patients, chain_ok, problem = _audited(POSTGRES_URL, pg_schema)
+    patients, chain_ok, problem = _audited(postgres.url, None)
     missing = set(load.answered()) - patients
     assert not missing, f"{len(missing)} answered evaluations are not in the trail: {sorted(missing)[:5]}"
     assert chain_ok, problem
