@@ -40,7 +40,7 @@ def _groups(facts: list[Fact], key: Any) -> list[list[Fact]]:
 def _item(session: Session, group: list[Fact]) -> dict[str, Any]:
     ruleset = session.ruleset
     primary = group[0]
-    rule = _rules_by_id(ruleset)[primary.rule]
+    rule = _rules_by_id(ruleset)[primary.rule or ""]
     action = str(primary.get("action"))
     because = [_node(session, fid) for fid in primary.because]
     for other in group[1:]:
