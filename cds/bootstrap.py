@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from cds.evaluation import Evaluator
 from cds.evaluation.ports import AuditSink, MemoryAudit

@@ -65,7 +65,7 @@ def _item(session: Session, group: list[Fact]) -> dict[str, Any]:
     }
     if topic:
         item["topic"] = topic
-    also = sorted({f.rule for f in group[1:] if f.rule} | {a["rule"] for f in group for a in f.meta.get("also", [])}
+    also = sorted({f.rule for f in group[1:] if f.rule} | {a["rule"] for f in group for a in session.also.get(f.id, [])}
                   - {rule.id})
     if also:
         item["alsoSuggestedBy"] = also

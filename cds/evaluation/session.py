@@ -8,7 +8,8 @@ order for the audit trail.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cds.domain.facts import Fact, urgency_rank
 from cds.engine import Match
@@ -31,6 +32,8 @@ class Session:
             self._views.setdefault(fact.type, []).append(fact.engine_view())
         #: engine matches that failed verification (see cds.knowledge.matching)
         self.rejected = 0
+        #: fact id -> the other derivations of that same conclusion (rule, matched ids)
+        self.also: dict[str, list[dict[str, Any]]] = {}
 
     def on_match(self, match: Match) -> list[dict[str, Any]]:
         rule = self.ruleset.rules[match.rule_index]
@@ -99,7 +102,7 @@ class Session:
         existing = self._by_content.get(key)
         if existing is not None:
             merged.append(existing)
-            self.facts[existing].meta.setdefault("also", []).append({"rule": rule.id, "because": list(because)})
+            self.also.setdefault(existing, []).append({"rule": rule.id, "because": list(because)})
             return
         n = self._counters.get(prefix, 0) + 1
         self._counters[prefix] = n

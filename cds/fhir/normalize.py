@@ -24,6 +24,8 @@ from cds.fhir.schemas import MAX_TEXT, SCHEMAS
 from cds.knowledge._schema import dotted, first_error
 from cds.knowledge.terminology import Terminology
 
+#: A resource reader yields (fact type, fields, label, date) for each fact.
+Reader = Callable[[Entry, dict[str, Any]], Iterator[tuple[str, dict[str, Any], str, date | None]]]
 _CURRENT_MEDICATION = {"MedicationStatement": {"active", "intended", "on-hold"},
                        "MedicationRequest": {"active", "on-hold"}}
 _PRESENT = {"active", "recurrence", "relapse"}
@@ -44,7 +46,7 @@ class Normalizer:
         self._severity_system = terminology.system("severity")
         self._outcome_system = terminology.system("outcome")
         self._labels = _labels(terminology)
-        self._readers: dict[str, Callable[[Entry, dict[str, Any]], Iterator[tuple[str, dict[str, Any], str, date | None]]]] = {
+        self._readers: dict[str, Reader] = {
             "Patient": self._patient, "Observation": self._observation, "Condition": self._condition,
             "MedicationStatement": self._medication, "MedicationRequest": self._medication,
             "Procedure": self._procedure, "DiagnosticReport": self._report, "Device": self._device,
@@ -299,7 +301,7 @@ class Normalizer:
         sides = set()
         for cc in concepts:
             for system, code in _codings(cc):
-                if system == self._level_system and code in self.t.spinal_levels:
+                if system == self._level_system and code and code in self.t.spinal_levels:
                     out.setdefault("level", code)
                 elif side := self.t.laterality(system, code):
                     sides.add(side)
