@@ -84,10 +84,15 @@ class Engine:
         with _lock:
             if key not in _handles:
                 handles = []
-                for level, stratum in enumerate(strata):
+                for index, stratum in enumerate(strata):
                     definition = json.dumps({**stratum["definition"], _SENTINEL_RULE: {
                         "all": [{"m": {"type": _SENTINEL_TYPE}}]}})
-                    handles.append(_core.create_ruleset(f"{key}-s{level}", definition))
+                    try:
+                        handles.append(_core.create_ruleset(f"{key}-s{stratum['stratum']}-{index}", definition))
+                    except Exception as exc:  # noqa: BLE001 - the C core raises a bare error type
+                        raise EngineError(
+                            f"durable-rules refused the rules of stratum {stratum['stratum']}: {exc} (error 108: "
+                            "one identical condition shared by more than 256 rules; 303: too many rules)") from exc
                 _handles[key] = handles
             self._handles = _handles[key]
 
@@ -97,8 +102,8 @@ class Engine:
         # A fact consumed by several strata is encoded once per evaluation.
         encoded: dict[int, str] = {}
         with _lock:
-            for level, stratum in enumerate(self.strata):
-                self._run_stratum(level, stratum, self._handles[level], known, on_match, encoded)
+            for index, stratum in enumerate(self.strata):
+                self._run_stratum(stratum["stratum"], stratum, self._handles[index], known, on_match, encoded)
         return known
 
     def _run_stratum(self, level: int, stratum: Mapping[str, Any], handle: int,

@@ -117,3 +117,47 @@ def test_content_hash_covers_every_file(rs):
     path = rs / "guidelines.yaml"
     path.write_text(path.read_text().replace("2021", "2022", 1))
     assert load_ruleset(rs).sha256 != before
+
+
+def _module_of(rules: list[dict]) -> str:
+    return yaml.safe_dump({"module": "chain", "description": "synthetic", "rules": rules}, sort_keys=False)
+
+
+def _rule(i: int, consumes: str | None) -> dict:
+    # Distinct conditions: durable also refuses one identical condition feeding over 256 rules.
+    when = [{"fact": consumes}] if consumes else [
+        {"fact": "finding", "where": {"concept": "radicular-leg-pain", "days": {"gte": -i}}}]
+    return {"id": f"chain/r{i}", "title": f"synthetic rule {i}", "guideline": ["CKS"],
+            "evidence_note": "Synthetic rule to exercise the durable size limit.",
+            "when": when, "derive": [{"type": f"t{i}"}]}
+
+
+def test_a_stratum_over_the_engine_limit_is_split_between_independent_rules(rs):
+    from cds.evaluation import Evaluator
+    from tests.conftest import AS_OF, bundle, finding
+
+    (rs / "modules" / "chain.yaml").write_text(_module_of([_rule(i, None) for i in range(450)]))
+    ruleset = load_ruleset(rs)
+    # 450 rules: over the rule limit, and one finding meets every condition,
+    # so the stratum is split into rulesets of at most 48 such conditions.
+    assert len([c for c in ruleset.compiled if c["stratum"] == 0]) == 10
+    result = Evaluator(ruleset).evaluate(bundle(finding("p", "radicular-leg-pain")), AS_OF)
+    fired = {f["rule"] for f in result["firings"]}
+    assert {f"chain/r{i}" for i in range(450)} <= fired
+
+
+def test_rules_that_feed_each_other_beyond_the_limit_are_refused(rs):
+    chain = [_rule(0, None)] + [_rule(i, f"t{i - 1}") for i in range(1, 402)]
+    (rs / "modules" / "chain.yaml").write_text(_module_of(chain))
+    assert "group of 402 rules that feed each other" in refused(rs).diagnostics
+
+
+def test_one_fact_meeting_too_many_conditions_of_one_group_is_refused(rs):
+    """Regression: durable corrupted memory when one fact met 64 distinct
+    conditions of one ruleset; rules that must share a session are refused."""
+    head = {"id": "chain/head", "title": "synthetic head", "guideline": ["CKS"],
+            "evidence_note": "Synthetic rule to exercise the durable condition limit.",
+            "when": [{"fact": "finding", "where": {"concept": "saddle-anesthesia"}}], "derive": [{"type": "hub"}]}
+    wide = [{**_rule(i, None), "when": [{"fact": "hub"}, *_rule(i, None)["when"]]} for i in range(60)]
+    (rs / "modules" / "chain.yaml").write_text(_module_of([head, *wide]))
+    assert "distinct conditions one fact could meet" in refused(rs).diagnostics
