@@ -150,7 +150,8 @@ def _blueprint(runtime: IntakeRuntime) -> Blueprint:
     @bp.get("/fhir/<rtype>/<rid>/_history/<vid>")
     def vread(rtype: str, rid: str, vid: str) -> Response:
         client = _client(caller())
-        if not vid.isdigit() or len(vid) > 9:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses (a 500 before)
+        if not rq.DIGITS.fullmatch(vid):
             raise InputError("the version must be a number", where="url")
         found = service.read(client, rtype, rid, int(vid))
         if found is None:
@@ -161,7 +162,7 @@ def _blueprint(runtime: IntakeRuntime) -> Blueprint:
     def worklist() -> Response:
         client = _client(caller())
         limit = request.args.get("limit", "200")
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        if not rq.DIGITS.fullmatch(limit) or not 1 <= int(limit) <= 1000:
             raise InputError("must be 1..1000", where="query parameter limit")
         return respond(service.worklist(client, include_acknowledged=request.args.get("all") in ("1", "true"),
                                         limit=int(limit)))

@@ -69,7 +69,10 @@ def check_endpoint(url: Any, where: str) -> str:
     """https anywhere; plain http only to loopback (a test rig, a local relay)."""
     if not isinstance(url, str) or len(url) > 2048:
         raise SubscriberError("endpoint must be an absolute URL", where=where)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "https://[x/": an unbalanced IPv6 bracket (a 500 before)
+        raise SubscriberError("endpoint is not a valid URL", where=where) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise SubscriberError("endpoint must be an absolute http(s) URL", where=where)
     if parts.username or parts.password:

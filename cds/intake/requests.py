@@ -26,7 +26,11 @@ READ_TYPES = ("Patient", "Observation", "Condition", "MedicationStatement", "Med
               "DiagnosticReport", "Device", "ServiceRequest")
 #: entries in one transaction or batch; a whole chart belongs in several posts
 MAX_ENTRIES = 1000
+#: always used with fullmatch: ``$`` alone also matches before a trailing newline ("p1\n" was stored, then
+#: its Location header failed: a 500 after the commit)
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+#: a version in a URL (``_history/{vid}``) or the worklist's ``limit``: ASCII digits, whole (fullmatch)
+DIGITS = re.compile(r"[0-9]{1,9}")
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
 _CONDITIONAL_PARAMS = ("identifier", "_id")
 
@@ -185,17 +189,19 @@ def _resource(value: Any, where: str, rtype: str) -> dict[str, Any]:
     if value.get("resourceType") != rtype:
         raise InputError(f"resourceType {str(value.get('resourceType'))[:64]!r} does not match the url "
                          f"type {rtype}", where=where)
+    if "meta" in value and not isinstance(value["meta"], dict):  # the server merges its versionId into it
+        raise InputError("meta must be an object", where=f"{where}.meta")
     return dict(value)
 
 
 def _operation(where: str, method: str, rtype: str, rid: str | None, resource: dict[str, Any],
                if_match: int | None, if_none_exist: dict[str, str] | None, full_url: str | None) -> Operation:
     body_id = resource.get("id")
-    if body_id is not None and (not isinstance(body_id, str) or not FHIR_ID.match(body_id)):
+    if body_id is not None and (not isinstance(body_id, str) or not FHIR_ID.fullmatch(body_id)):
         raise InputError("id must be 1-64 letters, digits, '-' or '.'", where=f"{where} {rtype}.id")
     assigned = False
     if method == "PUT":
-        if rid is None or not FHIR_ID.match(rid):
+        if rid is None or not FHIR_ID.fullmatch(rid):
             raise InputError("the url id must be 1-64 letters, digits, '-' or '.'", where=where)
         if body_id is not None and body_id != rid:
             raise InputError(f"resource id {body_id!r} is not the url id {rid!r}", where=f"{where} {rtype}.id")
@@ -256,7 +262,7 @@ def patient_of(op: Operation) -> str:
     parts = [p for p in ref.split("?", 1)[0].split("/") if p]
     if "_history" in parts:
         parts = parts[:parts.index("_history")]
-    if len(parts) < 2 or parts[-2] != "Patient" or not FHIR_ID.match(parts[-1]):
+    if len(parts) < 2 or parts[-2] != "Patient" or not FHIR_ID.fullmatch(parts[-1]):
         raise Unprocessable(f"{field_name}.reference {ref[:80]!r} does not name a Patient (Patient/id)",
                             where=op.label)
     return parts[-1]

@@ -64,7 +64,7 @@ class Subscriptions:
         validate(body, signed=self.signed)
         if sid is None:
             sid = body.get("id") if isinstance(body.get("id"), str) else str(uuid.uuid4())
-        if not FHIR_ID.match(sid) or body.get("id") not in (None, sid):
+        if not FHIR_ID.fullmatch(sid) or body.get("id") not in (None, sid):
             raise InputError("the id must be a FHIR id and match the url", where="Subscription.id")
         status = "off" if body["status"] == "off" else "active"
         try:
