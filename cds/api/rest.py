@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 
 from cds.api import openapi
 from cds.api.http import FHIR_JSON, JSON, caller, json_body, respond, runtime
@@ -74,4 +74,5 @@ def metrics() -> Response:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return respond(openapi.document(runtime().config.public_base_url))
+    # /fhir and /worklist are described only when served (they need the audit database)
+    return respond(openapi.document(runtime().config.public_base_url, intake="cds_intake" in current_app.extensions))

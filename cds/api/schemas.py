@@ -430,3 +430,174 @@ def _message(error: ValidationError) -> str:
             rule = "must not be empty"
         return f"{shown} {rule}"
     return error.message[:300]
+
+
+# -- The observation intake (/fhir, /worklist; docs/intake.md) -------------------------------
+#
+# The intake validates in code (cds.intake.requests and cds.intake.subscriptions: each check names
+# its entry and field, and some outcomes, such as an unknown patient, depend on the record). The
+# schemas below describe those checks for /openapi.json and are built from the intake's own
+# constants (passed in by cds.api.openapi), so the id pattern, the supported types, methods and
+# entry limit have one definition. They are not used to validate; the code is the authority.
+
+#: The triages an evaluation can reach (cds.intake.diff orders them).
+TRIAGES = ("emergency", "urgent", "routine", "self-care", "none")
+
+
+def intake_resource(rtype: str, id_pattern: str, *, holder: str | None) -> dict[str, Any]:
+    """A posted FHIR resource of one type, as cds.intake.requests checks it (400 otherwise).
+
+    ``holder`` names the reference to the patient (``subject``, or ``patient`` for a Device): it is
+    needed to store the resource, but its absence is a 422 (a server rule), not a malformed request.
+    """
+    properties: dict[str, Any] = {"resourceType": {"const": rtype},
+                                  "id": {"type": "string", "pattern": id_pattern}}
+    if holder is not None:
+        properties[holder] = {"type": "object", "properties": {"reference": {"type": "string"}}}
+    return {"type": "object", "properties": properties, "required": ["resourceType"]}
+
+
+def intake_bundle(types: Iterable[str], id_pattern: str, max_entries: int) -> dict[str, Any]:
+    """``POST /fhir``: a transaction or batch Bundle of POST (``Type``) and PUT (``Type/id``) entries.
+
+    Any R4 type may appear (those the rules do not read are answered "not stored"), so ``url`` is
+    described by its shape; ``types`` are those the record keeps.
+    """
+    url = "^(" + "|".join(types) + r"|[A-Z][A-Za-z]{1,63})(/" + id_pattern.strip("^$") + ")?$"
+    return {
+        "type": "object",
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"enum": ["transaction", "batch"]},
+            "entry": {"type": "array", "maxItems": max_entries, "items": {
+                "type": "object",
+                "properties": {
+                    "fullUrl": {"type": "string"},
+                    "resource": FHIR_RESOURCE,
+                    "request": {
+                        "type": "object",
+                        "properties": {"method": {"enum": ["POST", "PUT"]},
+                                       "url": {"type": "string", "pattern": url},
+                                       "ifMatch": {"type": "string"}, "ifNoneExist": {"type": "string"}},
+                        "required": ["method", "url"],
+                    },
+                },
+                "required": ["request", "resource"],
+            }},
+        },
+        "required": ["resourceType", "type"],
+    }
+
+
+def stored_resource(rtype: str) -> dict[str, Any]:
+    """A resource as the record holds it: the posted one with the server's ``meta``."""
+    return {"type": "object",
+            "properties": {"resourceType": {"const": rtype}, "id": {"type": "string", "minLength": 1},
+                           "meta": {"type": "object",
+                                    "properties": {"versionId": {"type": "string", "pattern": r"^\d+$"},
+                                                   "lastUpdated": {"type": "string", "minLength": 1}},
+                                    "required": ["versionId", "lastUpdated"]}},
+            "required": ["resourceType", "id", "meta"]}
+
+
+def subscription(statuses: Iterable[str], id_pattern: str, header_pattern: str) -> dict[str, Any]:
+    """``POST``/``PUT /fhir/Subscription``: an R4 Subscription with a rest-hook channel."""
+    return {
+        "type": "object",
+        "properties": {
+            "resourceType": {"const": "Subscription"},
+            "id": {"type": "string", "pattern": id_pattern},
+            "status": {"enum": list(statuses)},
+            "criteria": {"type": "string", "minLength": 1},
+            "channel": {
+                "type": "object",
+                "properties": {
+                    "type": {"const": "rest-hook"},
+                    "endpoint": {"type": "string", "maxLength": 2048, "pattern": "^https?://[^/@:]+(:[0-9]{1,5})?/",
+                                 "description": "https, or plain http to a loopback host only; no user:password "
+                                                "(else 422)"},
+                    "payload": {"enum": ["application/fhir+json", "application/json"]},
+                    "header": {"type": "array",
+                               "items": {"type": "string", "pattern": header_pattern, "description": "Name: value"},
+                               "description": "required when notifications are not signed "
+                                              "(no CDS_NOTIFY_SECRET; else 422); masked on read"},
+                },
+                "required": ["type", "endpoint"],
+            },
+        },
+        "required": ["resourceType", "status", "criteria", "channel"],
+    }
+
+
+def _entry_response(status: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object",
+            "properties": {"status": status, "location": {"type": "string", "minLength": 1},
+                           "etag": {"type": "string", "pattern": r'^W/"\d+"$'},
+                           "lastModified": {"type": "string", "minLength": 1}, "outcome": OPERATION_OUTCOME},
+            "required": ["status"]}
+
+
+#: The answer to ``POST /fhir``: one entry per posted entry, in order.
+BUNDLE_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "resourceType": {"const": "Bundle"},
+        "type": {"enum": ["transaction-response", "batch-response"]},
+        "entry": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"fullUrl": {"type": "string"},
+                           "response": _entry_response({"type": "string", "pattern": r"^\d{3} "})},
+            "required": ["response"],
+        }},
+    },
+    "required": ["resourceType", "type", "entry"],
+}
+
+_WORKLIST_CARD: dict[str, Any] = {
+    "type": "object",
+    "properties": {"uuid": {"type": "string", "format": "uuid"}, "summary": {"type": "string"},
+                   "indicator": {"enum": ["info", "warning", "critical"]}, "acknowledged": {"type": "boolean"},
+                   "feedback": {"type": "array", "items": {"enum": ["accepted", "overridden"]}}},
+    "required": ["uuid", "summary", "indicator", "acknowledged", "feedback"],
+}
+
+#: ``GET /worklist``: patients whose suggestions changed, most urgent first (docs/intake.md).
+WORKLIST: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "patients": {"type": "array", "items": {
+            "type": "object",
+            "properties": {
+                "patient": {"type": "string", "pattern": TYPED_REFERENCE},
+                "triage": {"enum": list(TRIAGES)}, "urgency": {"enum": list(TRIAGES)},
+                "client": {"type": "string"},
+                "changes": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "evaluation": {"type": "string"}, "at": {"type": "string"},
+                        "asOf": {"type": "string", "format": "date"}, "recordVersion": {"type": "integer"},
+                        "triage": {"type": "object",
+                                   "properties": {"before": {"enum": list(TRIAGES)}, "after": {"enum": list(TRIAGES)}},
+                                   "required": ["before", "after"]},
+                        "urgency": {"enum": list(TRIAGES)},
+                        "new": {"type": "array", "items": {"type": "object"}},
+                        "changed": {"type": "array", "items": {"type": "object"}},
+                        "withdrawn": {"type": "array", "items": {"type": "object"}},
+                        "acknowledged": {"type": "boolean"},
+                        "cards": {"type": "array", "items": _WORKLIST_CARD},
+                        "notifications": {"type": "array", "items": {
+                            "type": "object",
+                            "properties": {"subscriber": {"type": "string"}, "status": {"type": "string"},
+                                           "attempts": {"type": "integer"}},
+                            "required": ["subscriber", "status", "attempts"]}},
+                    },
+                    "required": ["evaluation", "at", "asOf", "recordVersion", "triage", "urgency", "new",
+                                 "changed", "withdrawn", "acknowledged", "cards", "notifications"],
+                }},
+            },
+            "required": ["patient", "triage", "urgency", "changes"],
+        }},
+        "feedback": {"type": "string"},
+    },
+    "required": ["patients", "feedback"],
+}
