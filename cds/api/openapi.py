@@ -155,12 +155,15 @@ def _intake_paths() -> dict[str, Any]:
         "security": _SECURED, "parameters": [other_type], "requestBody": _body(schemas.FHIR_RESOURCE, JSON, FHIR_JSON),
         "responses": {**{c: common[c] for c in ("401", "405", "413", "415", "500")}, **refused},
     }}
-    paths["/fhir/{type}/{id}"] = {"put": {
-        "summary": "Types the record does not keep: refused", "operationId": "intake_put_other",
-        "security": _SECURED, "parameters": [other_type, rid],
-        "requestBody": _body(schemas.FHIR_RESOURCE, JSON, FHIR_JSON),
-        "responses": {**{c: common[c] for c in ("401", "405", "413", "415", "500")}, **refused},
-    }}
+    paths["/fhir/{type}/{id}"] = {
+        "put": {"summary": "Types the record does not keep: refused", "operationId": "intake_put_other",
+                "security": _SECURED, "parameters": [other_type, rid],
+                "requestBody": _body(schemas.FHIR_RESOURCE, JSON, FHIR_JSON),
+                "responses": {**{c: common[c] for c in ("401", "405", "413", "415", "500")}, **refused}},
+        "get": {"summary": "Types the record does not keep: never on record", "operationId": "intake_read_other",
+                "security": _SECURED, "parameters": [other_type, rid],
+                "responses": {"404": _error("Not on record"), **read_errors}},
+    }
     sub_body = _example(_body(schemas.subscription(subscriptions._STATUSES, id_pattern, notify._HEADER.pattern),
                               JSON, FHIR_JSON), _EXAMPLE_SUBSCRIPTION)
     sub_content = {FHIR_JSON: {"schema": schemas.stored_resource("Subscription")}}
