@@ -4,8 +4,13 @@ Every append reads the chain head and writes the next link in one
 transaction that holds the chain's write lock (``BEGIN IMMEDIATE`` on
 SQLite, ``SELECT ... FOR UPDATE`` of the head row on PostgreSQL), so seq
 numbers are gapless and every record chains to its predecessor across
-threads and processes. A method returns only after its commit; any failure
-to write raises StoreUnavailable (fail closed) and says so in the log.
+threads and processes. Evaluations and feedback appended at the same time
+by threads of one process are written as a group, several records in one
+transaction with one commit (cds/audit/group.py): the database lock still
+orders the groups of different processes. A method returns only after the
+commit of the transaction holding its record; any failure to write raises
+StoreUnavailable (fail closed) for every caller whose record was in that
+transaction, and says so in the log.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds.audit.canonical import canonical_json, chain_hash, sha256_hex
 from cds.audit.chain import ChainRow, ChainWalker, Problem, VerifyReport
 from cds.audit.database import SQLITE_BEGIN, make_engine
+from cds.audit.group import GroupCommit, Outcome
 from cds.audit.migrate import current_revision, head_revision, upgrade
 from cds.audit.models import (
     MAIN_CHAIN,
@@ -48,6 +54,21 @@ log = structlog.get_logger("cds.audit")
 _TABLES: dict[str, Table] = {t.name: t for t in Base.metadata.sorted_tables}
 MAX_PAGE = 500
 _BATCH = 500
+#: records per transaction at most: bounds the lock hold time and the work one failure refuses
+GROUP_LIMIT = 64
+
+
+@dataclass(frozen=True)
+class _Append:
+    """One record to chain. ``build`` makes its content once its seq is known; ``after`` writes
+    what goes beside it. An ``exclusive`` append (retention, prune) writes in ``build``: it gets a
+    transaction of its own, and its failure rolls that transaction back."""
+
+    kind: str
+    record_id: str
+    build: Callable[[Connection, int, datetime], dict[str, Any]]
+    after: Callable[[Connection, dict[str, Any]], None] | None = None
+    exclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,7 @@ class AuditStore:
         self.engine = engine
         self.store_input = store_input
         self.chain = chain
+        self._group: GroupCommit[_Append] = GroupCommit(self._write_group, limit=GROUP_LIMIT)
 
     @classmethod
     def open(cls, url: str, *, schema: str | None = None, store_input: str = "facts", migrate: bool = True,
@@ -127,7 +149,7 @@ class AuditStore:
                 conn.execute(insert(StoredInput), {"evaluation_id": record_id, "raw": raw,
                                                    "facts": facts_json, "purged_at": None})
 
-        self._append("evaluation", record_id, build, after)
+        self._deliver("evaluation", self._group.submit(_Append("evaluation", record_id, build, after)))
         return record_id
 
     def record_feedback(self, feedback: FeedbackRecord) -> str:
@@ -141,42 +163,70 @@ class AuditStore:
             return feedback_content(feedback, record_id=record_id, seq=seq, recorded_at=recorded_at,
                                     evaluation_id=evaluation_id)
 
-        self._append("feedback", record_id, build)
+        self._deliver("feedback", self._group.submit(_Append("feedback", record_id, build)))
         return record_id
 
     def card_exists(self, card_uuid: str) -> bool:
         return self._read(lambda c: c.execute(select(exists().where(Card.uuid == card_uuid))).scalar()) is True
 
-    def _append(self, kind: str, record_id: str, build: Callable[[Connection, int, datetime], dict[str, Any]],
-                after: Callable[[Connection, dict[str, Any]], None] | None = None) -> int:
+    def _append(self, kind: str, record_id: str,
+                build: Callable[[Connection, int, datetime], dict[str, Any]]) -> int:
+        """An exclusive append (retention, prune): its own transaction, never grouped."""
+        return self._deliver(kind, self._write_group([_Append(kind, record_id, build, exclusive=True)])[0])
+
+    def _deliver(self, kind: str, outcome: Outcome) -> int:
+        """The caller's side of an append: its seq once committed, else its error (fail closed)."""
+        if not isinstance(outcome, BaseException):
+            return outcome
+        if isinstance(outcome, CdsError):
+            raise outcome
+        # ValueError: content that is not JSON (NaN, a non-serializable object); a database
+        # error refuses the whole group. Refusing to answer beats answering without a record.
+        log.error("audit_write_failed", kind=kind, backend=self.backend, error=_brief(outcome),
+                  consequence="the call is refused (fail closed)")
+        raise StoreUnavailable("the audit record could not be written, so the result is not "
+                               "released; try again later") from outcome
+
+    def _write_group(self, jobs: list[_Append]) -> list[Outcome]:
+        """Chain ``jobs`` in order in one transaction. A job whose content cannot be built fails
+        alone (its caller's error); a database failure fails every job, and nothing is written."""
+        outcomes: list[Outcome] = [0] * len(jobs)
         try:
             with self.engine.connect().execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}) as conn, conn.begin():
                 head = conn.execute(select(ChainHead.seq, ChainHead.hash).where(ChainHead.chain == self.chain)
                                     .with_for_update()).one()
-                seq = head.seq + 1
-                recorded_at = datetime.now(UTC)
-                content = build(conn, seq, recorded_at)
-                text = canonical_json(content)
-                digest = chain_hash(head.hash, text)
-                conn.execute(insert(AuditRecord), {"seq": seq, "record_id": record_id, "kind": kind,
-                                                   "recorded_at": recorded_at, "prev_hash": head.hash,
-                                                   "hash": digest, "content": text})
-                for table, rows in index_rows(content):
-                    if rows:
-                        conn.execute(insert(_TABLES[table]), rows)
-                if after is not None:
-                    after(conn, content)
-                conn.execute(update(ChainHead).where(ChainHead.chain == self.chain).values(seq=seq, hash=digest))
-            return seq
-        except CdsError:
-            raise
-        except (SQLAlchemyError, OSError, ValueError) as exc:
-            # ValueError: content that is not JSON (NaN, a non-serializable
-            # object); refusing to answer beats answering without a record.
-            log.error("audit_write_failed", kind=kind, backend=self.backend, error=_brief(exc),
-                      consequence="the call is refused (fail closed)")
-            raise StoreUnavailable("the audit record could not be written, so the result is not "
-                                   "released; try again later") from exc
+                seq, prev_hash = int(head.seq), str(head.hash)
+                for i, job in enumerate(jobs):
+                    recorded_at = datetime.now(UTC)
+                    try:
+                        content = job.build(conn, seq + 1, recorded_at)
+                        text = canonical_json(content)
+                        rows = [(table, r) for table, r in index_rows(content) if r]
+                    except (CdsError, ValueError, TypeError) as exc:
+                        if job.exclusive:
+                            raise
+                        # Built before anything of it was written: the rest of the group goes on.
+                        outcomes[i] = exc
+                        continue
+                    seq += 1
+                    digest = chain_hash(prev_hash, text)
+                    conn.execute(insert(AuditRecord), {"seq": seq, "record_id": job.record_id, "kind": job.kind,
+                                                       "recorded_at": recorded_at, "prev_hash": prev_hash,
+                                                       "hash": digest, "content": text})
+                    for table, r in rows:
+                        conn.execute(insert(_TABLES[table]), r)
+                    if job.after is not None:
+                        job.after(conn, content)
+                    prev_hash = digest
+                    outcomes[i] = seq
+                if seq != head.seq:
+                    conn.execute(update(ChainHead).where(ChainHead.chain == self.chain)
+                                 .values(seq=seq, hash=prev_hash))
+        except Exception as exc:  # noqa: BLE001 - whatever broke the transaction, none of it committed
+            if len(jobs) > 1:
+                log.error("audit_group_failed", records=len(jobs), backend=self.backend, error=_brief(exc))
+            return [o if isinstance(o, BaseException) else exc for o in outcomes]
+        return outcomes
 
     # -- reading --------------------------------------------------------------
 
