@@ -165,5 +165,6 @@ def test_absence_of_an_input_fact_holds_whatever_the_order(mini):
 def test_join_in_a_pattern_with_in_is_respected(mini):
     """Regression: durable ignored '$pain.side' beside an 'in' condition."""
     pain = finding("p", "radicular-leg-pain", side="left")
-    assert "join-test" not in _topics(mini.evaluate(bundle(pain, finding("s", "saddle-anesthesia", side="right")), AS_OF))
-    assert "join-test" in _topics(mini.evaluate(bundle(pain, finding("s", "saddle-anesthesia", side="left")), AS_OF))
+    right, left = finding("s", "saddle-anesthesia", side="right"), finding("s", "saddle-anesthesia", side="left")
+    assert "join-test" not in _topics(mini.evaluate(bundle(pain, right), AS_OF))
+    assert "join-test" in _topics(mini.evaluate(bundle(pain, left), AS_OF))

@@ -140,7 +140,8 @@ def test_prefetch_shape_with_null_operation_outcome_and_single_resources(mini):
     prefetch = {"patient": {"resourceType": "Patient", "id": "p1"}, "conditions": None,
                 "meds": {"resourceType": "OperationOutcome", "issue": []},
                 "obs": {"resourceType": "Bundle", "type": "searchset",
-                        "entry": [{"fullUrl": "http://ehr/fhir/Observation/x", "resource": finding("x", "saddle-anesthesia")}]}}
+                        "entry": [{"fullUrl": "http://ehr/fhir/Observation/x",
+                                   "resource": finding("x", "saddle-anesthesia")}]}}
     result = evaluate(mini, prefetch)
     assert result["patient"] == "Patient/p1" and result["triage"] == "emergency"
 

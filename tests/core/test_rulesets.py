@@ -46,7 +46,8 @@ def test_the_bundled_ruleset_loads():
 def test_unknown_field_names_file_rule_and_field(rs):
     edit_rule(rs, "radicular", 1, urgencyy="x")
     error = refused(rs)
-    assert (error.file, error.rule, error.field) == ("modules/radicular.yaml", "radicular/acute-conservative", "urgencyy")
+    assert (error.file, error.rule, error.field) == (
+        "modules/radicular.yaml", "radicular/acute-conservative", "urgencyy")
 
 
 def test_missing_guideline_and_unknown_guideline_key(rs):
