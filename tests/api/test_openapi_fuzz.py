@@ -17,6 +17,7 @@ called (nothing leaves the process).
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,6 +45,8 @@ class _Offline(FhirFetcher):
 
 
 _tmp = Path(tempfile.mkdtemp(prefix="cds-fuzz-"))
+# also when no test of this module runs (collected, then deselected): teardown_module is not called then
+atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
 _config = app_config(CDS_LOG_LEVEL="error", EVALUATOR=Evaluator(load_ruleset()), FETCHER=_Offline(FetchLimits()),
                      CDS_DATABASE_URL=f"sqlite:///{_tmp / 'audit.sqlite3'}", CDS_NOTIFY_WORKER="off")
 del _config["AUDIT"]  # the store comes from CDS_DATABASE_URL, so the intake is on
