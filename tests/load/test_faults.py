@@ -142,7 +142,8 @@ def test_a_worker_killed_under_load_is_replaced_and_only_its_calls_fail(tmp_path
     AuditStore.open(url).close()
     threads = 4
     with gunicorn({"CDS_DATABASE_URL": url}, tmp_path, workers=2, threads=threads) as server:
-        load = Load(server.base, sciatica, threads=6, max_calls=20_000)
+        clients = 6
+        load = Load(server.base, sciatica, threads=clients, max_calls=20_000)
         with load.running():
             time.sleep(1.5)
             before = server.workers()
@@ -161,8 +162,11 @@ def test_a_worker_killed_under_load_is_replaced_and_only_its_calls_fail(tmp_path
         answered_after = [o for o in load.outcomes if o.status == 200 and o.at > killed_at + 1]
     assert victim not in replaced and len(replaced) == 2, f"not replaced: {before} -> {replaced}"
     failed = [o for o in load.outcomes if o.status != 200]
-    # A gthread worker holds at most `threads` calls (urllib opens a connection per call).
-    assert len(failed) <= threads, [(o.status, o.error) for o in failed]
+    # Each client has one call in flight at a time, and the killed worker may
+    # hold every client's: being served by its threads, or accepted and queued
+    # for one (gthread accepts ahead). So at most one failed call per client,
+    # and only calls already in flight at the kill.
+    assert len(failed) <= clients, [(o.status, o.error) for o in failed]
     assert all(o.at <= killed_at for o in failed), "only calls already in flight at the kill may fail"
     assert answered_after, "the service went on answering"
     patients, chain_ok, problem = _audited(url, None)
