@@ -27,6 +27,7 @@ samples: $(STAMP)
 	  echo "== $$f"; $(BIN)/cds evaluate $$f --as-of 2026-11-22 --format text || exit $$?; done
 
 test: $(STAMP)
+	@bash scripts/test-services
 	$(BIN)/cds rules lint
 	$(BIN)/python -m pytest
 
