@@ -11,28 +11,18 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from cds.api.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
 from cds.errors import CdsError, InputError
 from cds.web.review import PATIENT_VIEW, principal_for
-from cds.web.signin import check_csrf, current_user, requires
-from cds.web.views import SECURITY_HEADERS
+from cds.web.signin import current_user, requires
+from cds.web.views import protect
 
 
 def worklist_pages(runtime: Any) -> Blueprint:
     bp = Blueprint("intake_web", __name__, url_prefix="/web/worklist", template_folder="templates")
-
-    @bp.before_request
-    def _guard() -> None:
-        if request.method == "POST":
-            check_csrf()
-
-    @bp.after_request
-    def _headers(response: Response) -> Response:
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    protect(bp)
 
     @bp.get("/")
     @requires("clinician")

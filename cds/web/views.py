@@ -57,17 +57,23 @@ SECURITY_HEADERS = {
 }
 
 
-@bp.before_request
-def _guard() -> None:
-    if request.method == "POST":
-        check_csrf()
+def protect(blueprint: Blueprint) -> None:
+    """CSRF check on every POST and the security headers on every answer:
+    for these pages and for any page that joins them (the intake worklist)."""
+
+    @blueprint.before_request
+    def _guard() -> None:
+        if request.method == "POST":
+            check_csrf()
+
+    @blueprint.after_request
+    def _headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
 
-@bp.after_request
-def _headers(response: Response) -> Response:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
+protect(bp)
 
 
 @bp.app_context_processor
