@@ -12,6 +12,7 @@ memory can be screened; a patient's lines are read when its turn comes.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +39,14 @@ class Problem:
     message: str
 
 
-class Source:
+class Source(ABC):
     """The patients of an input, in a stable order."""
 
-    def keys(self) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def keys(self) -> list[str]: ...
 
-    def read(self, key: str) -> Item:
-        raise NotImplementedError
+    @abstractmethod
+    def read(self, key: str) -> Item: ...
 
     @property
     def problems(self) -> list[Problem]:
