@@ -220,8 +220,8 @@ def test_memory_replay_store_forgets_after_the_ttl():
 @pytest.fixture
 def redis_store():
     store = RedisReplayStore(REDIS_URL, prefix=f"cds-test:{uuid.uuid4().hex}:")
-    if not store.ping():
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    # make test starts the local Redis (scripts/test-services): unreachable is a failure.
+    assert store.ping(), f"Redis is not reachable at {REDIS_URL}"
     return store
 
 

@@ -19,6 +19,7 @@ import pytest
 import structlog
 from sqlalchemy import text
 
+from cds.api import create_app
 from cds.audit import AuditStore
 from cds.audit.recording import evaluate_and_record
 from cds.errors import StoreUnavailable
@@ -63,8 +64,7 @@ def test_an_unreachable_database_fails_closed(tmp_path: Path) -> None:
 
 
 def test_the_service_answers_503_with_an_operation_outcome(store: AuditStore, evaluator) -> None:
-    api = pytest.importorskip("cds.api", reason="the HTTP service (cds/api) is not in this tree")
-    app = api.create_app({"CDS_AUTH": "off", "CDS_BIND": "127.0.0.1:8080", "AUDIT": store, "EVALUATOR": evaluator})
+    app = create_app({"CDS_AUTH": "off", "CDS_BIND": "127.0.0.1:8080", "AUDIT": store, "EVALUATOR": evaluator})
     client = app.test_client()
     assert client.post("/evaluate?asOf=2026-11-22", json=sciatica()).status_code == 200
     break_store(store)
@@ -80,10 +80,6 @@ def test_the_service_answers_503_with_an_operation_outcome(store: AuditStore, ev
 @pytest.mark.slow
 def test_a_worker_killed_mid_load_loses_no_answered_evaluation(make_store, tmp_path: Path) -> None:
     """Real gunicorn workers under load; SIGKILL one; every 200 is in the trail and the chain verifies."""
-    pytest.importorskip("gunicorn", reason="gunicorn (the production server) is not installed")
-    pytest.importorskip("cds.api", reason="the HTTP service (cds/api) is not in this tree")
-    if not (ROOT / "deploy" / "gunicorn.conf.py").exists():
-        pytest.skip("deploy/gunicorn.conf.py is not in this tree")
     url, schema = make_store.location()
     store = make_store.open(url, schema)  # migrated before the workers start
     port = free_port()

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fhir.resources.R4B.auditevent import AuditEvent
+from fhir.resources.R4B.provenance import Provenance
 
 from cds.audit import AuditStore
 from cds.audit.recording import Caller
 from cds.cli import main
 from tests.audit.bundles import cauda_equina, sciatica
-
-R4 = pytest.importorskip("fhir.resources.R4B", reason="fhir.resources validates the export")
-from fhir.resources.R4B.auditevent import AuditEvent  # noqa: E402
-from fhir.resources.R4B.provenance import Provenance  # noqa: E402
 
 HOOK_INSTANCE = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"
 

@@ -201,7 +201,7 @@ def test_not_a_population_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_a_dask_cluster_gives_the_same_results_as_local_processes(tmp_path):
-    distributed = pytest.importorskip("distributed")
+    import distributed
     chosen = samples()[:16]
     export = tmp_path / "export"
     bulk_export(export, chosen)
